@@ -1,0 +1,5 @@
+"""Adversarial attacks (torchattacks style: a tiny base class, one file per method)."""
+from .base import Attack
+from .pgd import PGD
+
+__all__ = ["Attack", "PGD"]

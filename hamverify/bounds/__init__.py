@@ -1,0 +1,36 @@
+"""Bounds on every ReLU pre-activation over an input box (METHOD.md §5.1).
+
+Three methods, each never looser than the one before it:
+``interval_bounds`` (IA), ``symbolic_bounds`` (CROWN-style back-substitution) and ``lp_bounds``
+(per-neuron LP over the triangle relaxation).  All work on the IR of ``hamverify.network``.
+"""
+from __future__ import annotations
+
+from .. import HamverifyError
+from ..network import Network
+from .interval import LayerBounds, interval_bounds, interval_output_bounds
+from .lp import lp_bounds
+from .symbolic import margin_lower_bounds, output_bounds, specification_lower_bounds, symbolic_bounds
+
+BOUND_METHODS = ("ia", "symbolic", "lp")
+
+
+def compute_bounds(net: Network, lo, hi, method: str = "symbolic", **kw) -> list[LayerBounds]:
+    """Dispatch to one of ``BOUND_METHODS``; keyword arguments go to that method."""
+    if method == "ia":
+        return interval_bounds(net, lo, hi, **kw)
+    if method == "symbolic":
+        return symbolic_bounds(net, lo, hi, **kw)
+    if method == "lp":
+        return lp_bounds(net, lo, hi, **kw)
+    raise HamverifyError(f"unknown bounds method {method!r}; known: {', '.join(BOUND_METHODS)}")
+
+
+def unstable_counts(bounds: list[LayerBounds]) -> list[int]:
+    """Number of unstable ReLUs in each layer."""
+    return [int(b.unstable.sum()) for b in bounds]
+
+
+__all__ = ["BOUND_METHODS", "LayerBounds", "compute_bounds", "interval_bounds", "interval_output_bounds",
+           "lp_bounds", "margin_lower_bounds", "output_bounds", "specification_lower_bounds",
+           "symbolic_bounds", "unstable_counts"]

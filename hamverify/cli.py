@@ -1,0 +1,132 @@
+"""The `hamverify` command line: train-small, evaluate, verify, summary, stats."""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import sys
+
+import click
+
+from . import HamverifyError, __version__
+
+
+def one_line_errors(fn):
+    """User errors become one line on stderr and exit 2; Ctrl-C exits 130 (work already written stays)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HamverifyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is saved (rerun the same command to resume)", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+class EpsType(click.ParamType):
+    name = "EPS"
+
+    def convert(self, value, param, ctx):
+        from .config import parse_eps
+        try:
+            return parse_eps(value)
+        except HamverifyError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+EPS = EpsType()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hamverify")
+def main():
+    """Train ReLU networks that are easy to verify, then prove their robustness exactly."""
+
+
+@main.command("train-small")
+@click.option("--dataset", type=click.Choice(["cifar10", "mnist", "fashion-mnist"]), default=None)
+@click.option("--arch", default=None, help="Architecture name (default: cifar_small / mnist_small).")
+@click.option("--recipe", default=None, help="Named recipe (hamverify.recipes); flags override it.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--reg", type=click.Choice(["hamming", "rs", "none"]), default=None)
+@click.option("--eps", type=EPS, default=None, help="Target eps, e.g. 8/255.")
+@click.option("--gamma-s", type=float, default=None)
+@click.option("--gamma-h", type=float, default=None)
+@click.option("--gamma-ramp", type=float, default=None, help="γ's rise to this multiple (default 10).")
+@click.option("--alpha", type=float, default=None)
+@click.option("--stability-form", type=click.Choice(["softmax-mean", "softmax-sum", "logits-mean", "logits-sum"]), default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None)
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--grad-clip", type=float, default=None)
+@click.option("--collapse-policy", type=click.Choice(["stop", "rollback"]), default=None)
+@click.option("--select", type=click.Choice(["last", "best-val"]), default=None)
+@click.option("--val-count", type=int, default=None)
+@click.option("--adv-steps", type=int, default=None, help="RS baseline: PGD steps of adversarial training.")
+@click.option("--rs-weight", type=float, default=None)
+@click.option("--l1", type=float, default=None, help="RS baseline: L1 weight penalty.")
+@click.option("--eval-count", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--subset", type=int, default=None, help="Train on the first N images only.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<dataset>_<reg>_<eps>).")
+@click.option("--config", "config_file", type=click.Path(), default=None, help="TOML file of settings.")
+@click.option("--resume", type=click.Path(), default=None, help="Continue from a run's last.pt.")
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@one_line_errors
+def train_small(config_file, resume, data_dir, device, out, quiet, **flags):
+    """Train a small CNN with Hamming regularization (METHOD.md §3-4)."""
+    from .config import load_toml
+    from .train import TrainConfig, train
+    file_values = load_toml(config_file) if config_file else {}
+    cfg = TrainConfig.from_sources(file_values=file_values, cli_values=flags)
+    if out is None:
+        out = pathlib.Path("runs") / f"{cfg.dataset}_{cfg.reg}_{cfg.eps:.4f}_s{cfg.seed}"
+    click.echo(f"training {cfg.arch} on {cfg.dataset}, reg {cfg.reg}, recipe {cfg.recipe}, eps {cfg.eps:.5g}, "
+               f"{cfg.epochs} epochs -> {out}")
+    final = train(cfg, out, device=device, data_dir=data_dir, resume=resume, progress=not quiet)
+    click.echo(f"done: clean {final['clean']:.2%}  PGD {final['pgd']:.2%} on {final['eval_count']} test images; "
+               f"checkpoint {pathlib.Path(out) / 'model.pt'}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(), help="Checkpoint (.pt).")
+@click.option("--eps", type=EPS, default=None, help="Default: the checkpoint's eps.")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--steps", type=int, default=20, show_default=True)
+@click.option("--restarts", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, restarts, as_json):
+    """Clean and PGD accuracy of a checkpoint."""
+    import torch
+    from .data import load_dataset, to_tensor
+    from .models import load_checkpoint
+    from .train import _accuracy, robust_accuracy
+    model, meta = load_checkpoint(model_path)
+    dataset = dataset or meta["dataset"]
+    eps = meta["eps"] if eps is None else eps
+    x, y = load_dataset(dataset, split, data_dir)
+    x, y = to_tensor(x[start:start + count]), torch.as_tensor(y[start:start + count], dtype=torch.long)
+    clean = _accuracy(model, x, y)
+    pgd = robust_accuracy(model, x, y, eps, steps, restarts)
+    result = {"model": str(model_path), "dataset": dataset, "split": split, "start": start, "count": len(x),
+              "eps": eps, "clean_accuracy": clean, "pgd_accuracy": pgd, "pgd_steps": steps, "pgd_restarts": restarts}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"{dataset} {split}[{start}:{start + len(x)}]  eps {eps:.5g}  clean {clean:.2%}  "
+                   f"PGD-{steps}x{restarts} {pgd:.2%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The network IR that every verification component shares (docs/ARCHITECTURE.md).
+
+A ``Network`` is ``Affine, ReLU, Affine, ReLU, ..., Affine`` acting on the flattened input
+(C, H, W order, as ``torch.flatten``).  Normalization, Flatten and eval-mode BatchNorm are folded
+into the neighbouring affine map when the IR is built, so bounds, the MILP encoding and the
+statistics only ever see two kinds of step.  Everything is float64 numpy / scipy.sparse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from . import HamverifyError
+
+
+@dataclass(frozen=True)
+class Affine:
+    """y = W @ x + b.  ``W`` is a CSR matrix (unrolled convolution) or a dense array (linear layer)."""
+
+    W: sp.csr_matrix | np.ndarray
+    b: np.ndarray
+
+    @property
+    def in_features(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.W.shape[0]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply to a batch ``x`` of shape (N, in_features)."""
+        return np.asarray((self.W @ x.T).T) + self.b
+
+    def dense(self) -> np.ndarray:
+        return self.W.toarray() if sp.issparse(self.W) else self.W
+
+    def positive_negative(self):
+        """(W+, W-) with W = W+ + W-, in W's own storage (used by interval arithmetic)."""
+        if sp.issparse(self.W):
+            return self.W.maximum(0).tocsr(), self.W.minimum(0).tocsr()
+        return np.maximum(self.W, 0), np.minimum(self.W, 0)
+
+
+@dataclass(frozen=True)
+class Network:
+    """``affines[0], ReLU, affines[1], ReLU, ..., affines[-1]`` on a flattened input."""
+
+    affines: tuple[Affine, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def relu_layer_sizes(self) -> list[int]:
+        """Number of ReLUs in each ReLU layer (the outputs of every affine map but the last)."""
+        return [a.out_features for a in self.affines[:-1]]
+
+    @property
+    def num_classes(self) -> int:
+        return self.affines[-1].out_features
+
+    def _flat(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x.reshape(1, -1) if x.ndim == 1 or x.shape == self.input_shape else x.reshape(len(x), -1)
+
+    def preactivations(self, x) -> list[np.ndarray]:
+        """Pre-activations of every ReLU layer, each (N, m_j), for a batch of inputs."""
+        h = self._flat(x)
+        out = []
+        for aff in self.affines[:-1]:
+            h = aff.forward(h)
+            out.append(h)
+            h = np.maximum(h, 0.0)
+        return out
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, classes) in float64."""
+        h = self._flat(x)
+        for aff in self.affines[:-1]:
+            h = np.maximum(aff.forward(h), 0.0)
+        return self.affines[-1].forward(h)
+
+
+def _unroll_conv(conv: nn.Conv2d, in_shape: tuple[int, int, int], chunk: int = 1024):
+    """Exact matrix of a convolution (without bias): column i = conv(e_i)."""
+    d = int(np.prod(in_shape))
+    weight = conv.weight.detach().double().cpu()
+    cols, out_shape = [], None
+    with torch.no_grad():
+        for start in range(0, d, chunk):
+            n = min(chunk, d - start)
+            basis = torch.zeros(n, d, dtype=torch.float64)
+            basis[torch.arange(n), torch.arange(start, start + n)] = 1.0
+            out = torch.nn.functional.conv2d(basis.view(n, *in_shape), weight, None, conv.stride,
+                                             conv.padding, conv.dilation, conv.groups)
+            out_shape = tuple(out.shape[1:])
+            cols.append(sp.csr_matrix(out.reshape(n, -1).numpy()))
+    return sp.vstack(cols).T.tocsr(), out_shape
+
+
+def _bias(layer, size: int) -> np.ndarray:
+    return np.zeros(size) if layer.bias is None else layer.bias.detach().double().cpu().numpy()
+
+
+def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Network:
+    """Build the IR from a feed-forward torch model (a Sequential of supported layers)."""
+    from .models import Normalize  # local import: models imports nothing from here
+
+    shape = tuple(int(s) for s in input_shape)
+    W: sp.csr_matrix | np.ndarray | None = None  # pending affine since the last ReLU; None = identity
+    b = np.zeros(int(np.prod(shape)))
+    affines: list[Affine] = []
+
+    def compose(W_layer, b_layer):
+        nonlocal W, b
+        b = np.asarray(W_layer @ b).ravel() + b_layer
+        if W is None:
+            W = W_layer
+        else:
+            W = W_layer @ W
+            if sp.issparse(W) and W.nnz > 0.3 * W.shape[0] * W.shape[1]:
+                W = W.toarray()
+
+    layers = list(model.children()) if isinstance(model, nn.Sequential) else [model]
+    for layer in layers:
+        if isinstance(layer, Normalize):
+            c = shape[0]
+            mean = layer.mean.detach().double().cpu().numpy().ravel()
+            std = layer.std.detach().double().cpu().numpy().ravel()
+            per = int(np.prod(shape)) // c
+            scale = np.repeat(1.0 / np.broadcast_to(std, (c,)), per)
+            shift = -np.repeat(np.broadcast_to(mean, (c,)) / np.broadcast_to(std, (c,)), per)
+            compose(sp.diags(scale).tocsr(), shift)
+        elif isinstance(layer, nn.Conv2d):
+            if len(shape) != 3:
+                raise HamverifyError(f"Conv2d needs a (C, H, W) input, got shape {shape}")
+            Wc, out_shape = _unroll_conv(layer, shape)
+            compose(Wc, np.repeat(_bias(layer, layer.out_channels), int(np.prod(out_shape[1:]))))
+            shape = out_shape
+        elif isinstance(layer, nn.BatchNorm2d):
+            if layer.training:
+                raise HamverifyError("BatchNorm2d must be in eval mode to be folded into the IR")
+            rm, rv = layer.running_mean.double().numpy(), layer.running_var.double().numpy()
+            g = layer.weight.detach().double().numpy() if layer.affine else np.ones_like(rm)
+            beta = layer.bias.detach().double().numpy() if layer.affine else np.zeros_like(rm)
+            s = g / np.sqrt(rv + layer.eps)
+            per = int(np.prod(shape[1:]))
+            compose(sp.diags(np.repeat(s, per)).tocsr(), np.repeat(beta - rm * s, per))
+        elif isinstance(layer, nn.Flatten):
+            shape = (int(np.prod(shape)),)
+        elif isinstance(layer, nn.Linear):
+            if int(np.prod(shape)) != layer.in_features:
+                raise HamverifyError(f"Linear expects {layer.in_features} inputs, got {shape}")
+            compose(layer.weight.detach().double().cpu().numpy(), _bias(layer, layer.out_features))
+            shape = (layer.out_features,)
+        elif isinstance(layer, nn.ReLU):
+            if W is None:
+                raise HamverifyError("a ReLU directly on the input is not supported")
+            affines.append(Affine(W, b))
+            W, b = None, np.zeros(int(np.prod(shape)))
+        else:
+            raise HamverifyError(f"unsupported layer for verification: {type(layer).__name__}")
+    if W is None:
+        raise HamverifyError("the network must end with an affine layer")
+    affines.append(Affine(W, b))
+    return Network(tuple(affines), tuple(int(s) for s in input_shape))
+
+
+def check_against_torch(net: Network, model: nn.Module, n: int = 8, seed: int = 0) -> float:
+    """Max |IR - torch| over random inputs in [0, 1] (float64 on both sides)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *net.input_shape))
+    with torch.no_grad():
+        ref = model.double()(torch.from_numpy(x)).numpy()
+    model.float()
+    return float(np.abs(net.forward(x) - ref).max())
