@@ -128,5 +128,103 @@ def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, res
                    f"PGD-{steps}x{restarts} {pgd:.2%}")
 
 
+VERIFY_KEYS = {"model", "dataset", "split", "eps", "timeout", "tightening", "backend", "pulp_solver", "start",
+               "count", "workers", "results", "tol", "data_dir", "pgd_restarts", "pgd_steps"}
+
+
+def _verify_settings(config_file, cli: dict) -> dict:
+    """Config file values, overridden by flags the user gave (None = not given)."""
+    from .config import load_toml, parse_eps
+    values = {}
+    if config_file:
+        raw = load_toml(config_file)
+        unknown = sorted(set(raw) - VERIFY_KEYS)
+        if unknown:
+            raise HamverifyError(f"{config_file}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(VERIFY_KEYS))}")
+        values.update(raw)
+        if "eps" in values:
+            values["eps"] = parse_eps(values["eps"])
+    values.update({k: v for k, v in cli.items() if v is not None})
+    return values
+
+
+@main.command()
+@click.option("--model", type=click.Path(), default=None, help="Checkpoint (.pt).")
+@click.option("--eps", type=EPS, default=None, help="l_inf radius in pixel units, e.g. 8/255 (default: the checkpoint's).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1).")
+@click.option("--timeout", type=float, default=None, help="Seconds per input, bounds + build + solve (default 120).")
+@click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
+@click.option("--split", default=None, help="test (default), train, or test_first100_exact (CIFAR-10).")
+@click.option("--start", type=click.IntRange(min=0), default=None)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Number of inputs (default: all from --start).")
+@click.option("--tightening", type=click.Choice(["ia", "symbolic", "lp"]), default=None)
+@click.option("--backend", type=click.Choice(["highs", "pulp"]), default=None)
+@click.option("--pulp-solver", default=None, help="Any PuLP solver name, e.g. PULP_CBC_CMD, HiGHS_CMD, GUROBI_CMD.")
+@click.option("--results", type=click.Path(), default=None, help="Results file (.jsonl); reruns resume it.")
+@click.option("--config", "config_file", type=click.Path(), default=None, help="verify_configs/*.toml")
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--tol", type=float, default=None, help="Proven margin must exceed this (logits).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def verify(config_file, as_json, quiet, **flags):
+    """Exact verification of l_inf robustness (bounds, then MILP) over a dataset slice."""
+    import time as _time
+    from .data import load_dataset
+    from .models import read_checkpoint
+    from .report import format_summary, summarize
+    from .runner import default_results_path, run_verification
+    from .verify import VerifySettings
+    v = _verify_settings(config_file, flags)
+    model_path = v.get("model")
+    if model_path is None:
+        raise HamverifyError("no --model given (and no default model is shipped yet)")
+    meta = read_checkpoint(model_path)
+    dataset = v.get("dataset") or meta["dataset"]
+    split = v.get("split", "test")
+    eps = v.get("eps", meta.get("eps"))
+    if eps is None:
+        raise HamverifyError("no --eps given and the checkpoint records none")
+    settings = VerifySettings(eps=eps, timeout=v.get("timeout", 120.0), tightening=v.get("tightening", "symbolic"),
+                              backend=v.get("backend", "highs"), pulp_solver=v.get("pulp_solver", "PULP_CBC_CMD"),
+                              tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
+                              pgd_restarts=v.get("pgd_restarts", 10))
+    x, y = load_dataset(dataset, split, v.get("data_dir"))
+    start = v.get("start", 0)
+    if start >= len(x):
+        raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
+    count = v.get("count", len(x) - start)
+    indices = list(range(start, min(start + count, len(x))))
+    results = v.get("results") or default_results_path(model_path, dataset, split, eps)
+    log = (lambda m: click.echo(m, err=True))
+    log(f"verifying {len(indices)} inputs of {dataset} {split} at eps {eps:.6g} with {settings.tightening} bounds "
+        f"+ {settings.backend}, timeout {settings.timeout:g}s, {v.get('workers', 1)} worker(s) -> {results}")
+    t0 = _time.time()
+    records = run_verification(model_path, settings, x, y, indices, results, workers=v.get("workers", 1),
+                               progress=not quiet, log=log)
+    summary = summarize(records)
+    if as_json:
+        click.echo(json.dumps({**summary, "results": str(results), "wall_time": _time.time() - t0}, indent=2))
+    else:
+        click.echo(format_summary(summary, wall_time=_time.time() - t0))
+
+
+@main.command()
+@click.argument("results", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def summary(results, as_json):
+    """Print the summary of a results file again (recomputed from its records)."""
+    from .records import dedupe_latest, read_records
+    from .report import format_summary, summarize
+    if not pathlib.Path(results).is_file():
+        raise HamverifyError(f"results file not found: {results}")
+    records, note = read_records(results)
+    if note:
+        click.echo(note, err=True)
+    s = summarize(sorted(dedupe_latest(records).values(), key=lambda r: r.index))
+    click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
+
+
 if __name__ == "__main__":
     main()

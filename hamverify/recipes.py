@@ -30,6 +30,23 @@ RECIPES: dict[str, dict] = {
     # Ours, combined: logit stability (a real robustness signal), rollback, best-val selection.
     "hv": {"stability_form": "logits-mean", "collapse_policy": "rollback",
            "select": "best-val", "val_count": 1000},
+    # hv with a stronger logit stability term, a larger training ball, CE on the corners.
+    "hv-gs2": {"stability_form": "logits-mean", "gamma_s": 2.0, "collapse_policy": "rollback",
+               "select": "best-val", "val_count": 1000},
+    "hv-gs8": {"stability_form": "logits-mean", "gamma_s": 8.0, "collapse_policy": "rollback",
+               "select": "best-val", "val_count": 1000},
+    "hv-gs20": {"stability_form": "logits-mean", "gamma_s": 20.0, "collapse_policy": "rollback",
+                "select": "best-val", "val_count": 1000},
+    "hv-logsum": {"stability_form": "logits-sum", "collapse_policy": "rollback",
+                  "select": "best-val", "val_count": 1000},
+    "hv-gs2-e15": {"stability_form": "logits-mean", "gamma_s": 2.0, "train_eps_factor": 1.5,
+                   "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
+    "hv-gs8-e15": {"stability_form": "logits-mean", "gamma_s": 8.0, "train_eps_factor": 1.5,
+                   "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
+    "hv-gs2-cce": {"stability_form": "logits-mean", "gamma_s": 2.0, "corner_ce": 0.5,
+                   "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
+    "hv-gs8-gh3000": {"stability_form": "logits-mean", "gamma_s": 8.0, "gamma_h": 3000.0,
+                      "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
     # Baselines.
     "rs": {"reg": "rs"},
     "none": {"reg": "none"},

@@ -44,6 +44,8 @@ class TrainConfig:
     gamma_h: float = 9000.0
     alpha: float = 8.0
     gamma_ramp: float = 10.0         # γ's rise to this multiple of their start (epochs 20 -> 80)
+    train_eps_factor: float = 1.0    # regularize over a ball this much larger than the target eps
+    corner_ce: float = 0.0           # weight of the cross-entropy on the two corners
     stability_form: str = "softmax-mean"
     grad_clip: float | None = None
     collapse_policy: str = "stop"    # stop | rollback
@@ -202,6 +204,8 @@ def regularized_loss(model, cfg: TrainConfig, x, y, eps: float, gfac: float, gen
         xp, xm = sample_corners(x, eps, gen)
         logits, preacts = model.forward_with_preacts(torch.cat([x, xp, xm]))
         ce = F.cross_entropy(logits[:n], y)
+        if cfg.corner_ce:
+            ce = ce + cfg.corner_ce * F.cross_entropy(logits[n:], torch.cat([y, y]))
         lh = hamming_loss([p[n:2 * n] for p in preacts], [p[2 * n:] for p in preacts], cfg.alpha)
         ls = stability_loss(logits[n:2 * n], logits[2 * n:], cfg.stability_form)
         gs, gh = cfg.gamma_s * gfac, cfg.gamma_h * gfac
@@ -370,7 +374,8 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
         bar = _progress(range(steps_per_epoch), steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         for step in bar:
             t = epoch + step / steps_per_epoch
-            lr, eps, gfac = lr_at(cfg, t), eps_at(cfg, t), gamma_factor_at(cfg, t) * state.gamma_scale
+            lr, gfac = lr_at(cfg, t), gamma_factor_at(cfg, t) * state.gamma_scale
+            eps = eps_at(cfg, t) * cfg.train_eps_factor
             for g in optimizer.param_groups:
                 g["lr"] = lr
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]

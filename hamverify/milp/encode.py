@@ -178,6 +178,8 @@ def _check_inputs(net: Network, lo, hi, bounds) -> tuple[np.ndarray, np.ndarray]
     for k, (b, m) in enumerate(zip(bounds, sizes)):
         if np.shape(b.lower) != (m,) or np.shape(b.upper) != (m,):
             raise HamverifyError(f"bounds of ReLU layer {k} do not have {m} entries")
+        if np.isnan(b.lower).any() or np.isnan(b.upper).any():
+            raise HamverifyError(f"bounds of ReLU layer {k} contain NaN")
     return lo, hi
 
 
@@ -199,7 +201,7 @@ def _encode_relu_layer(builder: _Builder, Z: sp.csr_matrix, z: np.ndarray, lower
     n = builder.n_cols
     Zu, zu = _pad_cols(Z[unstable], n), z[unstable]
     A_a = _unit_rows(nu, np.arange(nu), a_cols, n)
-    D = sp.csr_matrix((np.ones(nu), (np.arange(nu), d_cols)), shape=(nu, n))
+    D = _unit_rows(nu, np.arange(nu), d_cols, n)
     builder.add_rows(A_a - Zu, zu, np.inf)  # a >= z_hat
     builder.add_rows(A_a - Zu - sp.diags(l) @ D, -np.inf, zu - l)  # a <= z_hat - l (1 - delta)
     builder.add_rows(A_a - sp.diags(u) @ D, -np.inf, 0.0)  # a <= u delta
@@ -353,3 +355,12 @@ def complete_assignment(milp: MilpArrays, x) -> np.ndarray:
         values[mc.t_col] = z.max()
         values[mc.select_cols[np.argmax(z)]] = 1.0
     return values
+
+
+def assignment_violation(milp: MilpArrays, values: np.ndarray) -> float:
+    """Largest violation of a row or column bound by ``values`` (0 when feasible)."""
+    activity = milp.A @ values
+    return float(max(np.max(milp.row_lower - activity, initial=0.0),
+                     np.max(activity - milp.row_upper, initial=0.0),
+                     np.max(milp.col_lower - values, initial=0.0),
+                     np.max(values - milp.col_upper, initial=0.0)))

@@ -25,7 +25,7 @@ import highspy
 import numpy as np
 
 from . import COUNTEREXAMPLE, ROBUST, TIMEOUT, UNKNOWN, SolveResult
-from .encode import MilpArrays, complete_assignment
+from .encode import MilpArrays, assignment_violation, complete_assignment
 
 _MS = highspy.HighsModelStatus
 _CUTOFF_DEFAULT = object()  # sentinel: "use tol as the cutoff"
@@ -88,7 +88,7 @@ def _seed(h: highspy.Highs, milp: MilpArrays, seed_point) -> None:
 def _primal(h: highspy.Highs, milp: MilpArrays):
     """(objective, input point) of the solver's best primal solution, or (None, None)."""
     info = h.getInfo()
-    if info.primal_solution_status != 2:  # 2 = kSolutionStatusFeasible
+    if info.primal_solution_status != int(highspy.SolutionStatus.kSolutionStatusFeasible):
         return None, None
     values = np.asarray(h.getSolution().col_value, dtype=np.float64)
     return float(info.objective_function_value), milp.input_point(values)
@@ -123,6 +123,20 @@ def _proven_bound(model_status, dual_bound: float, objective, cutoff, is_mip: bo
     return None
 
 
+def _bounds_hold(milp: MilpArrays, x) -> bool:
+    """Whether the encoding admits the network's own assignment at ``x`` (default: the box centre).
+
+    An Infeasible status under the cutoff proves robustness only if the MILP without the cutoff
+    is feasible; invalid pre-activation bounds would make it infeasible and fake a proof.  This
+    one-point check costs a forward pass and catches bounds that exclude that point."""
+    if milp.network is None:
+        return True
+    if x is None:
+        x = (milp.col_lower[milp.input_cols] + milp.col_upper[milp.input_cols]) / 2
+    values = complete_assignment(milp, x)
+    return assignment_violation(milp, values) <= 1e-6 * (1.0 + float(np.max(np.abs(values), initial=0.0)))
+
+
 def solve_highs(milp: MilpArrays, time_limit: float, tol: float = 1e-6, seed_point=None,
                 stop_on_negative: bool = True, cutoff=_CUTOFF_DEFAULT, random_seed: int = 0,
                 feasibility_tol: float | None = None) -> SolveResult:
@@ -150,11 +164,16 @@ def solve_highs(milp: MilpArrays, time_limit: float, tol: float = 1e-6, seed_poi
     dual_bound = float(h.getInfo().mip_dual_bound) if is_mip else math.nan
     proven = _proven_bound(model_status, dual_bound, objective, cutoff, is_mip)
     cut_at_tol = is_mip and cutoff is not None and cutoff >= tol
+    status = _verdict(model_status, objective, proven, tol, cut_at_tol)
+    solver_status = h.modelStatusToString(model_status)
+    if status == ROBUST and not _bounds_hold(milp, seed_point):
+        status, proven = UNKNOWN, None
+        solver_status += " (but the bounds exclude the network's own point: invalid bounds)"
     return SolveResult(
-        status=_verdict(model_status, objective, proven, tol, cut_at_tol),
+        status=status,
         objective_value=objective,
         objective_bound=proven,
         x=x,
         solve_time=time.perf_counter() - start,
-        solver_status=h.modelStatusToString(model_status),
+        solver_status=solver_status,
     )

@@ -13,7 +13,7 @@ from hamverify.milp.encode import encode_margin, encode_network
 from hamverify.milp.highs import solve_highs
 from hamverify.milp.pulp import solve_pulp
 
-from .nets import interval_bounds, random_box, random_net, twin_net, widen
+from . import Bounds, interval_bounds, random_box, random_net, twin_net
 
 
 def _instance(rng, sizes=None):
@@ -178,3 +178,40 @@ def test_pulp_solver_by_name():
     optimum = _optimum(milp)
     res = solve_pulp(milp, time_limit=30, solver_name="HiGHS")
     assert res.objective_value == pytest.approx(optimum, abs=1e-5)
+
+
+def test_highs_recovers_from_a_scheduler_started_with_other_threads():
+    """Another component (e.g. bounds LPs) may have started HiGHS's scheduler with threads=2;
+    HiGHS then refuses threads=1 until the scheduler is reset."""
+    import highspy
+
+    other = highspy.Highs()
+    other.setOptionValue("output_flag", False)
+    other.setOptionValue("threads", 2)
+    other.passModel(1, 0, 0, 1, 1, 0.0, np.array([1.0]), np.array([0.0]), np.array([1.0]),
+                    np.zeros(0), np.zeros(0), np.array([0, 0], dtype=np.int32), np.zeros(0, dtype=np.int32),
+                    np.zeros(0), np.array([1], dtype=np.int32))
+    other.run()
+    rng = np.random.default_rng(19)
+    net, lo, hi, bounds = _instance(rng, [3, 6, 6, 3])
+    milp = encode_margin(net, lo, hi, bounds, 0, 1)
+    res = solve_highs(milp, time_limit=10)
+    assert res.status in (ROBUST, COUNTEREXAMPLE)
+
+
+def test_highs_does_not_turn_invalid_bounds_into_a_proof():
+    """Bounds that exclude the network's own behaviour make the MILP infeasible; that must not
+    read as "infeasible under the cutoff, hence robust"."""
+    rng = np.random.default_rng(20)
+    while True:
+        net, lo, hi, bounds = _instance(rng, [3, 6, 6, 3])
+        active = np.flatnonzero(bounds[0].lower > 0.1)
+        if len(active):
+            break
+    lower, upper = bounds[0].lower.copy(), bounds[0].upper.copy()
+    lower[active[0]], upper[active[0]] = -1e-3, 1e-3  # claims the neuron stays near 0: false
+    bad = [Bounds(lower, upper)] + bounds[1:]
+    milp = encode_margin(net, lo, hi, bad, 0, 1)
+    res = solve_highs(milp, time_limit=10)
+    assert res.solver_status.startswith("Infeasible")
+    assert res.status == UNKNOWN

@@ -11,7 +11,7 @@ from hamverify.milp.encode import (complete_assignment, encode_margin, encode_mi
 from hamverify.milp.highs import solve_highs
 from hamverify.network import Affine, Network
 
-from .nets import brute_force_min_margin, interval_bounds, random_box, random_net, widen
+from . import brute_force_min_margin, interval_bounds, random_box, random_net, widen
 
 MAX_UNSTABLE = 8  # keeps the brute force at <= 256 LPs per instance
 

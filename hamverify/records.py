@@ -1,0 +1,125 @@
+"""Per-input verification records and the append-only results file (JSON lines).
+
+A record is written whole (one line, flushed) or not at all; a summary is always recomputed from
+the records.  Resuming reads the file back, drops a truncated last line (reporting it), and
+refuses a file written for another model or eps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+from . import HamverifyError
+
+STATUSES = ("verified", "falsified", "misclassified", "timeout", "unknown", "error")
+
+
+@dataclass
+class VerificationRecord:
+    index: int
+    label: int
+    predicted: int | None = None
+    status: str = "unknown"
+    decided_by: str | None = None          # clean | pgd | bounds | milp | None
+    pgd_robust: bool | None = None         # clean-correct and PGD found nothing
+    eps: float = 0.0
+    tightening: str = ""
+    backend: str = ""
+    time_total: float = 0.0
+    time_pgd: float = 0.0
+    time_bounds: float = 0.0
+    time_build: float = 0.0
+    time_solve: float = 0.0
+    unstable_per_layer: list | None = None
+    milp_rows: int | None = None
+    milp_cols: int | None = None
+    milp_binaries: int | None = None
+    targets_solved: int = 0
+    objective_bound: float | None = None   # smallest proven lower bound on the margin
+    objective_value: float | None = None   # smallest margin found at a feasible point
+    margin_bounds_min: float | None = None # smallest margin lower bound from the bounds stage
+    counterexample: str | None = None      # file of the validated counterexample
+    cex_margin: float | None = None        # float64 PyTorch margin at the counterexample (< 0)
+    reason: str | None = None              # why unknown / error / timeout
+    model_sha256: str = ""
+    hamverify_version: str = ""
+    solver_status: list = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), allow_nan=False, default=float)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VerificationRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def read_records(path) -> tuple[list[VerificationRecord], str | None]:
+    """Records of a results file and, if its last line is truncated or garbled, a note saying so."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return [], None
+    if path.is_dir():
+        raise HamverifyError(f"results path {path} is a directory")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records, note = [], None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(VerificationRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+            is_last = all(not rest.strip() for rest in lines[i + 1:])
+            if not is_last:
+                raise HamverifyError(f"{path}: line {i + 1} is not a valid record (the file is damaged "
+                                     f"beyond its last line; move it away to start afresh)") from None
+            note = f"{path}: the last line (line {i + 1}) is truncated; that input will be recomputed"
+    return records, note
+
+
+def rewrite_records(path, records: list[VerificationRecord]) -> None:
+    """Atomically replace the file by exactly these records (used to drop a truncated line)."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(r.to_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def check_compatible(path, records: list[VerificationRecord], model_sha256: str, eps: float) -> None:
+    for r in records:
+        if r.model_sha256 and r.model_sha256 != model_sha256:
+            raise HamverifyError(f"{path} holds results of another model (sha256 {r.model_sha256[:12]}…, "
+                                 f"this one {model_sha256[:12]}…); use another --results file")
+        if abs(r.eps - eps) > 1e-12:
+            raise HamverifyError(f"{path} holds results for eps {r.eps:.6g}, not {eps:.6g}; "
+                                 f"use another --results file")
+
+
+def dedupe_latest(records: list[VerificationRecord]) -> dict[int, VerificationRecord]:
+    """One record per index (the last one written wins)."""
+    return {r.index: r for r in records}
+
+
+class ResultsWriter:
+    """Appends one JSON line per record and flushes it to disk before returning."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a")
+
+    def write(self, record: VerificationRecord) -> None:
+        self._f.write(record.to_json() + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self):
+        self._f.close()
