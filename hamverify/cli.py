@@ -84,7 +84,12 @@ def train_small(config_file, resume, data_dir, device, out, quiet, **flags):
     from .config import load_toml
     from .train import TrainConfig, train
     file_values = load_toml(config_file) if config_file else {}
-    cfg = TrainConfig.from_sources(file_values=file_values, cli_values=flags)
+    if resume:
+        from .models import read_checkpoint
+        # The run continues with the settings it was started with.
+        cfg = TrainConfig.from_dict(read_checkpoint(resume).get("config", {}), str(resume))
+    else:
+        cfg = TrainConfig.from_sources(file_values=file_values, cli_values=flags)
     if out is None:
         out = pathlib.Path("runs") / f"{cfg.dataset}_{cfg.reg}_{cfg.eps:.4f}_s{cfg.seed}"
     click.echo(f"training {cfg.arch} on {cfg.dataset}, reg {cfg.reg}, recipe {cfg.recipe}, eps {cfg.eps:.5g}, "
@@ -175,10 +180,9 @@ def verify(config_file, as_json, quiet, **flags):
     from .report import format_summary, summarize
     from .runner import default_results_path, run_verification
     from .verify import VerifySettings
+    from .shipped import FULL_EXPERIMENT, default_model, load_samples
     v = _verify_settings(config_file, flags)
-    model_path = v.get("model")
-    if model_path is None:
-        raise HamverifyError("no --model given (and no default model is shipped yet)")
+    model_path = v.get("model") or default_model()
     meta = read_checkpoint(model_path)
     dataset = v.get("dataset") or meta["dataset"]
     split = v.get("split", "test")
@@ -189,14 +193,24 @@ def verify(config_file, as_json, quiet, **flags):
                               backend=v.get("backend", "highs"), pulp_solver=v.get("pulp_solver", "PULP_CBC_CMD"),
                               tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
                               pgd_restarts=v.get("pgd_restarts", 10))
-    x, y = load_dataset(dataset, split, v.get("data_dir"))
+    log = (lambda m: click.echo(m, err=True))
+    embedded = False
+    try:
+        x, y = load_dataset(dataset, split, v.get("data_dir"))
+    except HamverifyError as exc:
+        samples = None if v.get("data_dir") else load_samples(dataset, split)
+        if samples is None:
+            raise
+        x, y = samples
+        embedded = True
+        log(f"no {dataset} data found ({str(exc).split(';')[0]}); using the {len(x)} embedded official "
+            f"test images in models/samples")
     start = v.get("start", 0)
     if start >= len(x):
         raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
     count = v.get("count", len(x) - start)
     indices = list(range(start, min(start + count, len(x))))
-    results = v.get("results") or default_results_path(model_path, dataset, split, eps)
-    log = (lambda m: click.echo(m, err=True))
+    results = v.get("results") or default_results_path(model_path, dataset, "samples" if embedded else split, eps)
     log(f"verifying {len(indices)} inputs of {dataset} {split} at eps {eps:.6g} with {settings.tightening} bounds "
         f"+ {settings.backend}, timeout {settings.timeout:g}s, {v.get('workers', 1)} worker(s) -> {results}")
     t0 = _time.time()
@@ -207,6 +221,8 @@ def verify(config_file, as_json, quiet, **flags):
         click.echo(json.dumps({**summary, "results": str(results), "wall_time": _time.time() - t0}, indent=2))
     else:
         click.echo(format_summary(summary, wall_time=_time.time() - t0))
+    if embedded:
+        click.echo(f"full CIFAR-10 experiment (needs the data set, see README): {FULL_EXPERIMENT}", err=True)
 
 
 @main.command()
@@ -224,6 +240,53 @@ def summary(results, as_json):
         click.echo(note, err=True)
     s = summarize(sorted(dedupe_latest(records).values(), key=lambda r: r.index))
     click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
+
+
+class _StatsCommand(click.Command):
+    """`stats` reports a bad option value on one line (exit 2); a missing option stays a usage error."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.MissingParameter:
+            raise
+        except click.BadParameter as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(2)
+
+
+@main.command("stats", cls=_StatsCommand)
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(),
+              help="Checkpoint (.pt); repeat to compare models on the same inputs.")
+@click.option("--eps", type=EPS, default=None, help="l_inf radius, e.g. 8/255 (default: the checkpoints' eps).")
+@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of inputs.")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
+@click.option("--tightening", default="ia,symbolic", show_default=True,
+              help="Comma-separated bound methods: ia, symbolic, lp.")
+@click.option("--corners", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Random opposite-corner pairs per input for the Hamming distance.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corners.")
+@click.option("--dataset", default=None, help="Default: the checkpoints' dataset.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hamverify-stats-v1, see hamverify.stats).")
+@click.option("--plot", type=click.Path(), default=None, help="Also write a bar chart of unstable ReLUs (.png).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def stats(models, eps, count, start, tightening, corners, seed, dataset, split, data_dir, as_json, plot, quiet):
+    """ReLU stability per layer under each bound method, corner Hamming distance, and the share
+    of inputs proven by bounds alone (METHOD.md §6); several --model side by side."""
+    from .stats import compare_models, format_table, parse_methods, plot_unstable, require_matplotlib, to_json
+    methods = parse_methods(tightening)
+    if plot:
+        require_matplotlib()  # fail before the work, not after
+        if not pathlib.Path(plot).expanduser().parent.is_dir():
+            raise HamverifyError(f"folder of --plot {plot} does not exist")
+    result = compare_models(list(models), eps, count=count, start=start, methods=methods, corners=corners,
+                            dataset=dataset, split=split, data_dir=data_dir, seed=seed, progress=not quiet)
+    click.echo(to_json(result) if as_json else format_table(result))
+    if plot:
+        click.echo(f"plot written to {plot_unstable(result, pathlib.Path(plot).expanduser())}", err=True)
 
 
 if __name__ == "__main__":

@@ -39,5 +39,5 @@ def load_toml(path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # tomllib decodes as UTF-8 first
         raise HamverifyError(f"{path}: invalid TOML ({exc})") from None

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from . import HamverifyError
 from .attacks import PGD
+from .config import parse_eps
 from .models import DEFAULT_ARCH, build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from .recipes import DEFAULT_RECIPE, recipe_overrides
 from .regularizers import (STABILITY_FORMS, hamming_loss, l1_penalty, rs_loss, sample_corners,
@@ -66,6 +67,7 @@ class TrainConfig:
         self.arch = self.arch or DEFAULT_ARCH.get(self.dataset)
         if self.eps is None:
             self.eps = DEFAULT_EPS.get(self.dataset, 0.1)
+        self.eps = parse_eps(self.eps)  # a config file may give "8/255"; also checks the range
         if self.augment is None:
             self.augment = self.dataset == "cifar10"
         checks = [(self.optimizer in ("adam", "sgd"), f"optimizer {self.optimizer!r} (adam|sgd)"),
@@ -92,21 +94,34 @@ class TrainConfig:
         cli_values = {k: v for k, v in (cli_values or {}).items() if v is not None}
         name = cli_values.get("recipe") or file_values.get("recipe") or recipe or DEFAULT_RECIPE
         values.update(recipe_overrides(name))
-        if values.get("optimizer") == "sgd" or cli_values.get("optimizer") == "sgd":
+        # The optimizer asked for by a flag or, failing that, by the config file: both mean --optimizer.
+        asked_optimizer = cli_values.get("optimizer") or file_values.get("optimizer")
+        if values.get("optimizer") == "sgd" or asked_optimizer == "sgd":
             values.setdefault("weight_decay", 5e-4)
         values.update(file_values)
         values.update(cli_values)
         values["recipe"] = name
-        if cli_values.get("optimizer") == "sgd" and "lr" not in cli_values and "lr" not in file_values:
+        if asked_optimizer == "sgd" and "lr" not in cli_values and "lr" not in file_values:
             values["lr"] = 0.1
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise HamverifyError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # e.g. epochs = "ten" in a config file
+            raise HamverifyError(f"invalid training setting: {exc}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "checkpoint") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise HamverifyError(f"{source}: unknown training setting(s) {', '.join(unknown)}")
+        return cls(**values)
 
 
 # ---- schedules (t = fractional epoch; knots are fractions of cfg.epochs, so they compress) ----
@@ -329,7 +344,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
         payload = read_checkpoint(resume)
         if "run_state" not in payload or "optimizer_state" not in payload:
             raise HamverifyError(f"{resume}: not a resumable checkpoint (use the run's last.pt)")
-        cfg = TrainConfig(**payload["config"])
+        cfg = TrainConfig.from_dict(payload["config"], str(resume))
         model = build_model(cfg.arch, cfg.dataset).to(device)
         model.load_state_dict(payload["state_dict"])
         optimizer = _make_optimizer(model, cfg)
@@ -419,7 +434,9 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
                    f"γ_H={gh_now:.3g}, lr={lr_at(cfg, epoch + 1):.3g})")
             if cfg.collapse_policy == "rollback" and state.rollbacks < cfg.max_rollbacks:
                 model.load_state_dict(last_good[0])
-                optimizer.load_state_dict(last_good[1])
+                # load_state_dict keeps the given tensors (no copy): hand it a copy, or the retried
+                # epoch's in-place updates would corrupt the snapshot for the next rollback.
+                optimizer.load_state_dict(copy.deepcopy(last_good[1]))
                 state.rollbacks += 1
                 state.gamma_scale *= 0.5
                 log(f"{msg}: rolled back to epoch {epoch}, γ scale now {state.gamma_scale:g}")

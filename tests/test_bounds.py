@@ -175,14 +175,15 @@ def test_lp_is_strictly_tighter_than_symbolic_somewhere():
     assert max(g.max() for g in gain) > 1e-3
 
 
-def test_symbolic_respects_a_tighter_prior():
+def test_every_method_respects_a_tighter_prior():
     net = NETWORKS["mlp"]()
     lo, hi = random_box(net, 90, 0.2)
     sym = symbolic_bounds(net, lo, hi)
     prior = [LayerBounds(b.lower + 0.25 * (b.upper - b.lower), b.upper.copy()) for b in sym]
-    refined = symbolic_bounds(net, lo, hi, prior=prior)
-    for r, p in zip(refined, prior):
-        assert np.all(r.lower >= p.lower) and np.all(r.upper <= p.upper)
+    for method in METHODS:
+        refined = compute_bounds(net, lo, hi, method=method, prior=prior)
+        for r, p in zip(refined, prior):
+            assert np.all(r.lower >= p.lower) and np.all(r.upper <= p.upper)
 
 
 # --- golden values and API ----------------------------------------------------------------------

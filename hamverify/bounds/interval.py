@@ -63,13 +63,19 @@ def relu_interval(bounds: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(bounds.lower, 0.0), np.maximum(bounds.upper, 0.0)
 
 
-def interval_bounds(net: Network, lo, hi) -> list[LayerBounds]:
-    """Pre-activation bounds of every ReLU layer by interval arithmetic."""
+def interval_bounds(net: Network, lo, hi, prior: list[LayerBounds] | None = None) -> list[LayerBounds]:
+    """Pre-activation bounds of every ReLU layer by interval arithmetic.
+
+    With ``prior`` (sound bounds from elsewhere), each layer is intersected with it before being
+    propagated, so later layers profit too.
+    """
     lo, hi = box_vectors(net, lo, hi)
     bounds: list[LayerBounds] = []
     h_lo, h_hi = lo, hi
-    for aff in net.affines[:-1]:
+    for j, aff in enumerate(net.affines[:-1]):
         layer = affine_interval(aff, h_lo, h_hi)
+        if prior is not None:
+            layer = layer.intersect(prior[j])
         bounds.append(layer)
         h_lo, h_hi = relu_interval(layer)
     return bounds

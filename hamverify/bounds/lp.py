@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from ..milp.quiet import new_highs
 from ..network import Network
 from .interval import LayerBounds, box_vectors
 from .symbolic import refine_symbolic, symbolic_bounds
@@ -147,7 +148,7 @@ def _choose_solver(W, targets: np.ndarray, arrays: _LpArrays) -> str:
 def _new_highs(arrays: _LpArrays, solver: str):
     import highspy
 
-    h = highspy.Highs()
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.setOptionValue("solver", solver)

@@ -151,10 +151,7 @@ def refine_symbolic(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[L
 def symbolic_bounds(net: Network, lo, hi, prior: list[LayerBounds] | None = None) -> list[LayerBounds]:
     """Pre-activation bounds of every ReLU layer, never looser than IA or ``prior``."""
     lo, hi = box_vectors(net, lo, hi)
-    ia = interval_bounds(net, lo, hi)
-    priors = prior if prior is not None else [None] * len(ia)
-    bounds = [b.intersect(p) for b, p in zip(ia, priors)]
-    return refine_symbolic(net, lo, hi, bounds, first_layer=1)
+    return refine_symbolic(net, lo, hi, interval_bounds(net, lo, hi, prior), first_layer=1)
 
 
 def _last_affine_rows(net: Network, C: np.ndarray) -> Affine:

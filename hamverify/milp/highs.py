@@ -26,6 +26,7 @@ import numpy as np
 
 from . import COUNTEREXAMPLE, ROBUST, TIMEOUT, UNKNOWN, SolveResult
 from .encode import MilpArrays, assignment_violation, complete_assignment
+from .quiet import new_highs
 
 _MS = highspy.HighsModelStatus
 _CUTOFF_DEFAULT = object()  # sentinel: "use tol as the cutoff"
@@ -153,7 +154,7 @@ def solve_highs(milp: MilpArrays, time_limit: float, tol: float = 1e-6, seed_poi
         cutoff = tol
     is_mip = milp.n_binaries > 0
     start = time.perf_counter()
-    h = highspy.Highs()
+    h = new_highs()
     _options(h, time_limit, random_seed, cutoff, is_mip, stop_on_negative, feasibility_tol)
     _pass_arrays(h, milp)
     if seed_point is not None and is_mip:

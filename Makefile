@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -- installs, then verifies the shipped CIFAR-10 model at eps 8/255 (offline)
+#   make test   -- installs, then runs the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline demo size, chosen by measurement to finish in a few minutes on 2 cores (see README).
+DEMO_COUNT ?= 100
+DEMO_TIMEOUT ?= 30
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel of torch 2.13.0; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/hamverify verify --eps 8/255 --workers 2 --count $(DEMO_COUNT) --timeout $(DEMO_TIMEOUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results

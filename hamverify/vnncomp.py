@@ -1,0 +1,500 @@
+"""Deciding VNN-COMP instances (an ONNX network and a VNN-LIB property), one or a batch.
+
+The property is violated (``sat``) iff some input ``x`` in a disjunct's box makes the network's
+outputs satisfy that disjunct's rows ``C y <= d``.  Per input box (:class:`~hamverify.vnnlib.Region`):
+
+1. falsify: a batched PGD on the float64 network minimizing each disjunct's largest violation
+   ``max_r (C y - d)_r``;
+2. bounds: symbolic pre-activation bounds over the box; a disjunct is *proven infeasible* when the
+   sound lower bound of one of its rows exceeds ``d + tol``;
+3. MILP (HiGHS) for the rest: the network's Tjeng et al. encoding over the box plus a column ``t``
+   with ``C y - d <= t`` for the disjunct's rows, minimizing ``t`` under the cutoff ``tol``:
+   *robust* (a final solver status, see :func:`hamverify.milp.highs.solve_highs`) proves the
+   disjunct infeasible; a point with ``t < 0`` is a candidate counterexample.
+
+Default ``mode="per-disjunct"`` (one MILP per disjunct, cheapest first; stops at the first
+validated counterexample).  ``mode="disjunction"`` puts all the box's open disjuncts into one
+MILP with a binary per disjunct (``sum s_k = 1``, rows ``C_k y - d_k <= t + M_k (1 - s_k)``).
+Measured on trained MNIST networks with VNN-COMP-style robustness specs (9 one-row disjuncts per
+box), one MILP per disjunct was faster; see ``benchmarks/vnnlib_modes.py`` and docs/vnnlib.md.
+
+Soundness rules: ``sat`` only with a counterexample that (a) lies in the box in float32 (it is
+rounded to float32 values inside the box, which are what gets reported), (b) satisfies every row of
+its disjunct on the float64 IR (``C y <= d``), and (c) satisfies them on onnxruntime's float32
+output within ``ORT_ATOL``.  ``unsat`` only when every disjunct of every box is proven infeasible by
+bounds or by a final solver status.  Anything else is ``timeout`` (the budget ran out) or
+``unknown``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from . import HamverifyError
+from .vnnlib import Region, VnnlibSpec, parse_vnnlib
+
+RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
+MODES = ("per-disjunct", "disjunction")
+ORT_ATOL = 1e-5  # float32 onnxruntime outputs may exceed a row by this much (float64 may not at all)
+PGD_BATCH = 256  # PGD starting points per box, spread over its disjuncts
+PGD_STEPS = 40
+
+
+@dataclass
+class InstanceResult:
+    result: str  # one of RESULTS
+    time: float = 0.0
+    x: np.ndarray | None = None  # counterexample (flat, float32 values), sat only
+    y: np.ndarray | None = None  # onnxruntime's outputs at x, sat only
+    reason: str = ""
+    decided_by: str = ""  # pgd | bounds | milp | trivial
+    milp_solves: int = 0
+
+    def vnncomp_text(self) -> str:
+        """VNN-COMP's result file: ``unsat``/``timeout``/``unknown``, or ``sat`` and the assignment."""
+        if self.result != "sat":
+            return self.result + "\n"
+        lines = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.x)]
+        lines += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(self.y)]
+        return "sat\n(" + "\n ".join(lines) + ")\n"
+
+
+# ----------------------------------------------------------------------------------- counterexamples
+
+def float32_in_box(x, lo, hi) -> np.ndarray | None:
+    """``x`` rounded to float32 values inside [lo, hi] (as float64), or None if none exist there."""
+    x = np.clip(np.asarray(x, dtype=np.float64).ravel(), lo, hi)
+    x32 = x.astype(np.float32)
+    up = x32.astype(np.float64) > hi
+    x32[up] = np.nextafter(x32[up], np.float32(-np.inf))
+    down = x32.astype(np.float64) < lo
+    x32[down] = np.nextafter(x32[down], np.float32(np.inf))
+    out = x32.astype(np.float64)
+    return out if np.all((out >= lo) & (out <= hi)) else None
+
+
+class Checker:
+    """Evaluates an imported ONNX network in float64 (IR) and float32 (onnxruntime)."""
+
+    def __init__(self, imported, proto):
+        from .onnx_io import IRModule, onnx_session
+        self.imported = imported
+        self.net = imported.net
+        self.session = onnx_session(proto)
+        self.module = IRModule(self.net).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def ort(self, x: np.ndarray) -> np.ndarray:
+        from .onnx_io import onnx_run
+        return onnx_run(self.session, np.asarray(x).reshape(self.imported.input_dims)).astype(np.float64).ravel()
+
+    def validate(self, x, lo, hi, C, d) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x in float32 values, onnxruntime outputs) if ``x`` is a real counterexample, else None."""
+        if x is None:
+            return None
+        p = float32_in_box(x, lo, hi)
+        if p is None:
+            return None
+        if C.shape[0] and np.max(C @ self.net.forward(p)[0] - d) > 0:
+            return None
+        y = self.ort(p)
+        if C.shape[0] and np.max(C @ y - d) > ORT_ATOL:
+            return None
+        return p, y
+
+    def attack(self, lo, hi, disjuncts, starts=None, steps: int = PGD_STEPS, seed: int = 0,
+               deadline: float = np.inf) -> list[tuple[int, np.ndarray, float]]:
+        """PGD minimizing each disjunct's largest violation; returns (k, x, violation), best first.
+
+        ``starts``: optional [(k, x)] starting points (e.g. a solver's point to polish)."""
+        K = len(disjuncts)
+        rmax = max(1, max(C.shape[0] for C, _ in disjuncts))
+        m = self.net.num_classes
+        Cp = np.zeros((K, rmax, m))
+        dp = np.full((K, rmax), -np.inf)  # padding rows: C y - d = -inf, never the max
+        for k, (C, d) in enumerate(disjuncts):
+            Cp[k, :C.shape[0]], dp[k, :C.shape[0]] = C, d
+            if C.shape[0] == 0:
+                dp[k, 0] = np.inf  # no rows: any point satisfies it; violation -inf
+        lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
+        if starts:
+            ks = np.array([k for k, _ in starts])
+            x = torch.from_numpy(np.stack([np.clip(np.asarray(p, dtype=np.float64).ravel(), lo, hi)
+                                           for _, p in starts]))
+            step0 = float((hi - lo).max()) / 50 or 1e-3
+        else:
+            per = max(1, PGD_BATCH // K)
+            ks = np.repeat(np.arange(K), per)
+            gen = torch.Generator().manual_seed(seed)
+            x = lo_t + (hi_t - lo_t) * torch.rand(len(ks), len(lo), generator=gen, dtype=torch.float64)
+            x[::per] = (lo_t + hi_t) / 2  # the centre as one start per disjunct
+            step0 = float((hi - lo).max()) / 4 or 1e-3
+        C_t, d_t = torch.from_numpy(Cp[ks]), torch.from_numpy(dp[ks])
+
+        def violation(points):
+            y = self.module(points)
+            v = torch.einsum("brm,bm->br", C_t, y) - d_t
+            return v.max(dim=1).values
+
+        best_x, best_v = x.clone(), torch.full((len(ks),), np.inf, dtype=torch.float64)
+        step = step0
+        for _ in range(steps):
+            if time.monotonic() > deadline:
+                break
+            x.requires_grad_(True)
+            v = violation(x)
+            with torch.no_grad():
+                better = v < best_v
+                best_v[better], best_x[better] = v[better].detach(), x.detach()[better]
+            if bool((best_v < -1e-4).all()):
+                break
+            grad, = torch.autograd.grad(v[torch.isfinite(v)].sum(), x) if torch.isfinite(v).any() else (
+                torch.zeros_like(x),)
+            with torch.no_grad():
+                x = torch.min(torch.max(x - step * grad.sign(), lo_t), hi_t)
+            step *= 0.9
+        with torch.no_grad():
+            v = violation(x)
+            better = v < best_v
+            best_v[better], best_x[better] = v[better], x[better]
+        order = torch.argsort(best_v).numpy()
+        return [(int(ks[i]), best_x[i].numpy(), float(best_v[i])) for i in order]
+
+
+# ----------------------------------------------------------------------------------------- MILPs
+
+def _pad_cols(M, n):
+    M = sp.csr_matrix(M)
+    return sp.csr_matrix((M.data, M.indices, M.indptr), shape=(M.shape[0], n))
+
+
+def spec_milp(base, logits, disjuncts, lower, upper):
+    """The base encoding plus ``t`` and the disjunct rows; objective ``min t``.
+
+    One disjunct: rows ``C y - d <= t``.  Several: one binary ``s_k`` per disjunct, ``sum s = 1``
+    and ``C_k y - d_k <= t + M_k (1 - s_k)``.  ``lower``/``upper``: per disjunct, sound bounds of
+    ``C_k y - d_k`` over the box (``t >= max_k... `` bounds and big-M values come from them).
+    The result carries no network (solve_highs then neither seeds nor re-checks the bounds; the
+    caller checks the base encoding at the box centre itself)."""
+    n0 = base.n_cols
+    K = len(disjuncts)
+    t_col = n0
+    n = n0 + 1 + (K if K > 1 else 0)
+    # t >= max_r (C y - d)_r for the chosen disjunct >= the smallest of the disjuncts' row maxima
+    t_lo = float(min(np.max(lo, initial=-np.inf) for lo in lower))
+    t_lo = t_lo if np.isfinite(t_lo) else -1e9
+    blocks, rlo, rhi = [_pad_cols(base.A, n)], [base.row_lower], [base.row_upper]
+    for k, (C, d) in enumerate(disjuncts):
+        r = C.shape[0]
+        CL = _pad_cols(sp.csr_matrix(C) @ logits.matrix, n).tolil()
+        CL[:, t_col] = -1.0
+        rhs = d - C @ logits.constant
+        if K > 1:
+            big_m = np.maximum(upper[k] - t_lo, 0.0)
+            CL[:, n0 + 1 + k] = big_m.reshape(-1, 1)
+            rhs = rhs + big_m
+        blocks.append(CL.tocsr())
+        rlo.append(np.full(r, -np.inf))
+        rhi.append(rhs)
+    col_lower = [base.col_lower, [t_lo]]
+    col_upper = [base.col_upper, [np.inf]]
+    integrality = [base.integrality, [0]]
+    if K > 1:
+        choose = sp.csr_matrix((np.ones(K), (np.zeros(K, dtype=int), n0 + 1 + np.arange(K))), shape=(1, n))
+        blocks.append(choose)
+        rlo.append([1.0])
+        rhi.append([1.0])
+        col_lower.append(np.zeros(K))
+        col_upper.append(np.ones(K))
+        integrality.append(np.ones(K))
+    c = np.zeros(n)
+    c[t_col] = 1.0
+    integ = np.concatenate(integrality).astype(np.uint8)
+    return dataclasses.replace(
+        base, c=c, offset=0.0, A=sp.vstack(blocks, format="csr"),
+        row_lower=np.concatenate(rlo).astype(np.float64), row_upper=np.concatenate(rhi).astype(np.float64),
+        col_lower=np.concatenate(col_lower).astype(np.float64),
+        col_upper=np.concatenate(col_upper).astype(np.float64),
+        integrality=integ, n_binaries=int(integ.sum()), network=None, max_columns=None)
+
+
+def _encoding_admits(base, x) -> bool:
+    """The base encoding admits the network's own assignment at ``x`` (guards against bounds that
+    would fake an infeasibility proof; the same check solve_highs makes for verification)."""
+    from .milp.encode import assignment_violation, complete_assignment
+    values = complete_assignment(base, x)
+    return assignment_violation(base, values) <= 1e-6 * (1.0 + float(np.max(np.abs(values), initial=0.0)))
+
+
+# -------------------------------------------------------------------------------------- one instance
+
+class _Found(Exception):
+    def __init__(self, x, y, by):
+        self.x, self.y, self.by = x, y, by
+
+
+def _decide_region(checker: Checker, region: Region, deadline: float, mode: str, tol: float, seed: int,
+                   stats: dict) -> str:
+    """'unsat' (every disjunct proven infeasible), 'timeout' or 'unknown'; raises _Found on sat."""
+    from .bounds import compute_bounds, specification_lower_bounds
+    from .milp.encode import encode_network
+    from .milp.highs import solve_highs
+    net = checker.net
+    lo, hi = region.lo, region.hi
+    disjuncts = list(region.disjuncts)
+
+    def try_points(cands, by):
+        for k, x, v in cands:
+            if v <= 0:
+                found = checker.validate(x, lo, hi, *disjuncts[k])
+                if found is not None:
+                    raise _Found(*found, by)
+
+    for k, (C, d) in enumerate(disjuncts):
+        if C.shape[0] == 0:  # the output constraint is "true": any point of the box
+            try_points([(k, (lo + hi) / 2, -np.inf)], "trivial")
+    try_points(checker.attack(lo, hi, disjuncts, seed=seed, deadline=deadline)[:32], "pgd")
+    if time.monotonic() >= deadline:
+        return "timeout"
+
+    bounds = compute_bounds(net, lo, hi, "symbolic")
+    lower, upper = [], []
+    for C, d in disjuncts:
+        lower.append(specification_lower_bounds(net, lo, hi, bounds, C) - d)
+        upper.append(-specification_lower_bounds(net, lo, hi, bounds, -C) - d)
+    open_ = [k for k in range(len(disjuncts)) if not np.max(lower[k]) > tol]
+    open_.sort(key=lambda k: float(np.max(lower[k])))  # the least constrained first
+    if not open_:
+        stats["decided_by"] = stats.get("decided_by") or "bounds"
+        return "unsat"
+    if time.monotonic() >= deadline:
+        return "timeout"
+
+    base, logits = encode_network(net, lo, hi, bounds)
+    if not _encoding_admits(base, (lo + hi) / 2):
+        stats["reasons"].append("the bounds exclude the network's own point at the box centre")
+        return "unknown"
+    groups = [[k] for k in open_] if mode == "per-disjunct" or len(open_) == 1 else [open_]
+    reasons = []
+    for group in groups:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            return "timeout"
+        milp = spec_milp(base, logits, [disjuncts[k] for k in group], [lower[k] for k in group],
+                         [upper[k] for k in group])
+        res = solve_highs(milp, remaining, tol=tol, seed_point=None)
+        stats["milp_solves"] += 1
+        if res.status == "counterexample":
+            y = net.forward(res.x)[0]
+            viol = [float(np.max(disjuncts[k][0] @ y - disjuncts[k][1], initial=-np.inf)) for k in group]
+            order = [group[i] for i in np.argsort(viol)]
+            cands = [(k, res.x, -np.inf) for k in order]
+            try_points(cands, "milp")
+            # The solver's point carries its tolerances: polish it on the float64 network.
+            polished = checker.attack(lo, hi, disjuncts, starts=[(k, res.x) for k in order],
+                                      steps=60, deadline=deadline + 5)
+            try_points(polished, "milp")
+            reasons.append(f"disjunct {group}: solver point (t = {res.objective_value:.3g}) not confirmed "
+                           f"on the network")
+        elif res.status == "robust":
+            continue
+        elif res.status == "timeout":
+            return "timeout"
+        else:
+            reasons.append(f"disjunct {group}: {res.solver_status}")
+    if reasons:
+        stats["reasons"] += reasons
+        return "unknown"
+    stats["decided_by"] = "milp"
+    return "unsat"
+
+
+def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "per-disjunct",
+                   tol: float = 1e-6, seed: int = 0) -> InstanceResult:
+    """Decide one instance; input errors raise HamverifyError (one line)."""
+    from .onnx_io import import_onnx, load_onnx_proto
+    if mode not in MODES:
+        raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if not timeout > 0:
+        raise HamverifyError(f"timeout must be > 0 seconds, got {timeout}")
+    t0 = time.monotonic()
+    deadline = t0 + float(timeout)
+    proto, _ = load_onnx_proto(onnx_path)
+    imported = import_onnx(proto)
+    imported = dataclasses.replace(imported, source=str(onnx_path))
+    spec = parse_vnnlib(vnnlib_path)
+    return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0)
+
+
+def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "per-disjunct", tol: float = 1e-6,
+           seed: int = 0, t0: float | None = None) -> InstanceResult:
+    t0 = time.monotonic() if t0 is None else t0
+    net = imported.net
+    if spec.n_inputs != net.input_size or spec.n_outputs != net.num_classes:
+        raise HamverifyError(f"{spec.source}: declares {spec.n_inputs} inputs and {spec.n_outputs} outputs; "
+                             f"the network {imported.source} has {net.input_size} and {net.num_classes}")
+    checker = Checker(imported, proto)
+    stats = {"milp_solves": 0, "reasons": [], "decided_by": ""}
+    verdicts = []
+    try:
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        for region in spec.regions():
+            if time.monotonic() >= deadline:
+                verdicts.append("timeout")
+                break
+            verdict = _decide_region(checker, region, deadline, mode, tol, seed, stats)
+            verdicts.append(verdict)
+            if verdict == "timeout":
+                break
+    except _Found as found:
+        return InstanceResult("sat", time.monotonic() - t0, found.x, found.y, decided_by=found.by,
+                              milp_solves=stats["milp_solves"])
+    finally:
+        torch.set_num_threads(torch_threads)
+    elapsed = time.monotonic() - t0
+    if all(v == "unsat" for v in verdicts):  # also: no cases at all (the property cannot be violated)
+        return InstanceResult("unsat", elapsed, decided_by=stats["decided_by"] or "trivial",
+                              milp_solves=stats["milp_solves"])
+    result = "timeout" if "timeout" in verdicts else "unknown"
+    return InstanceResult(result, elapsed, reason="; ".join(stats["reasons"]), milp_solves=stats["milp_solves"])
+
+
+# ------------------------------------------------------------------------------------------- batches
+
+def read_instances(csv_path) -> list[tuple[str, str, float]]:
+    """Rows ``onnx,vnnlib,timeout`` (no header; paths relative to the CSV's folder)."""
+    csv_path = pathlib.Path(csv_path)
+    if not csv_path.is_file():
+        raise HamverifyError(f"instances file not found: {csv_path}")
+    rows = []
+    with open(csv_path, newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            row = [c.strip() for c in row]
+            if not row or not any(row) or row[0].startswith("#"):
+                continue
+            if len(row) != 3:
+                raise HamverifyError(f"{csv_path}:{n}: expected onnx,vnnlib,timeout, got {len(row)} fields")
+            try:
+                timeout = float(row[2])
+            except ValueError:
+                raise HamverifyError(f"{csv_path}:{n}: timeout {row[2]!r} is not a number") from None
+            if not timeout > 0:
+                raise HamverifyError(f"{csv_path}:{n}: timeout must be > 0, got {row[2]}")
+            rows.append((row[0], row[1], timeout))
+    if not rows:
+        raise HamverifyError(f"{csv_path}: no instances")
+    return rows
+
+
+def read_results(results_path) -> dict[tuple[str, str], list[str]]:
+    """Completed rows ``onnx,vnnlib,result,time`` by (onnx, vnnlib); a torn last line is ignored."""
+    path = pathlib.Path(results_path)
+    done: dict[tuple[str, str], list[str]] = {}
+    if not path.is_file():
+        return done
+    with open(path, newline="") as f:
+        text = f.read()
+    for row in csv.reader(text.splitlines()):
+        if len(row) == 4 and row[2] in RESULTS:
+            try:
+                float(row[3])
+            except ValueError:
+                continue
+            done[(row[0], row[1])] = row
+    return done
+
+
+def _write_rows(path: pathlib.Path, rows: list[list[str]]):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    os.replace(tmp, path)
+
+
+def _cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
+    stem = lambda s: pathlib.Path(s).name.split(".")[0]  # noqa: E731
+    return pathlib.Path(str(results_path) + ".cex") / f"{stem(onnx)}__{stem(vnnlib)}.txt"
+
+
+def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str):
+    """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, error message)."""
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    try:
+        res = solve_instance(pathlib.Path(root) / onnx, pathlib.Path(root) / vnnlib, timeout, mode=mode)
+        return onnx, vnnlib, res.result, res.time, res.vnncomp_text(), res.reason
+    except HamverifyError as exc:
+        return onnx, vnnlib, "error", time.monotonic() - t0, "error\n", str(exc)
+    except MemoryError:
+        return onnx, vnnlib, "error", time.monotonic() - t0, "error\n", "out of memory"
+    except Exception as exc:  # one broken instance must not end the batch
+        return onnx, vnnlib, "error", time.monotonic() - t0, "error\n", f"{type(exc).__name__}: {exc}"
+
+
+def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | None = None,
+              mode: str = "per-disjunct", log=print, progress: bool = False) -> list[list[str]]:
+    """Decide every instance of a VNN-COMP ``instances.csv``; rows already in ``results_csv`` are
+    kept (resume).  New rows are appended as they finish; at the end the file is rewritten in
+    the instances' order.  ``sat`` counterexamples go to ``<results>.cex/``.  Returns the rows."""
+    from joblib import Parallel, delayed
+    if mode not in MODES:
+        raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    instances = read_instances(instances_csv)
+    root = str(pathlib.Path(instances_csv).resolve().parent)
+    results_path = pathlib.Path(results_csv)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_results(results_path)
+    keys, todo = [], []
+    for onnx, vnnlib, t in instances:
+        if (onnx, vnnlib) in keys:
+            continue
+        keys.append((onnx, vnnlib))
+        if (onnx, vnnlib) not in done:
+            todo.append((onnx, vnnlib, timeout if timeout is not None else t))
+    if len(todo) < len(keys):
+        log(f"resuming: {len(keys) - len(todo)} of {len(keys)} instances already in {results_path}")
+    _write_rows(results_path, list(done.values()))  # drops a torn last line before appending
+    tasks = (delayed(run_instance_row)(root, o, v, t, mode) for o, v, t in todo)
+    results = (Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(tasks) if workers > 1
+               else (run_instance_row(root, o, v, t, mode) for o, v, t in todo))
+    with open(results_path, "a", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        for onnx, vnnlib, result, seconds, text, message in results:
+            row = [onnx, vnnlib, result, f"{seconds:.3f}"]
+            if result == "sat":
+                cex = _cex_path(results_path, onnx, vnnlib)
+                cex.parent.mkdir(parents=True, exist_ok=True)
+                cex.write_text(text)
+            writer.writerow(row)
+            f.flush()
+            done[(onnx, vnnlib)] = row
+            log(f"{onnx} {vnnlib}: {result} ({seconds:.2f}s)" + (f" - {message}" if message else ""))
+    ordered = [done[k] for k in keys] + [row for k, row in done.items() if k not in set(keys)]
+    _write_rows(results_path, ordered)
+    return [done[k] for k in keys]
+
+
+def write_text_atomic(path, text: str):
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["InstanceResult", "MODES", "RESULTS", "decide", "float32_in_box", "read_instances", "read_results",
+           "run_batch", "solve_instance", "spec_milp", "write_text_atomic"]
+
+if __name__ == "__main__":  # pragma: no cover
+    print(solve_instance(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 60).vnncomp_text())

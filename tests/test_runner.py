@@ -1,0 +1,270 @@
+"""The batch runner (hamverify.runner.run_verification): resume, truncated last lines, refusing
+another model's or eps's results file, counterexample files, joblib workers."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from hamverify import HamverifyError
+from hamverify.models import file_sha256, load_checkpoint, save_checkpoint, tiny_mlp
+from hamverify.records import read_records
+from hamverify.report import summarize
+from hamverify.runner import run_verification
+from hamverify.verify import VerifySettings
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+EPS = 0.05
+N = 20
+TIME_FIELDS = ("time_total", "time_pgd", "time_bounds", "time_build", "time_solve")
+
+
+def data_root() -> pathlib.Path:
+    from_env = os.environ.get("HAMVERIFY_DATA")
+    return pathlib.Path(from_env) if from_env else REPO_ROOT.parent / "shared" / "data"
+
+
+def train_tiny(path, seed=0, steps=150, eps=EPS, data_dir=None):
+    """tiny_mlp trained for a few Adam steps on 6000 MNIST training images (~83 % test accuracy):
+    at eps 0.05 its first 20 test images give misclassified, PGD-falsified, bounds- and
+    MILP-verified records."""
+    from hamverify.data import load_dataset, to_tensor
+    x, y = load_dataset("mnist", "train", data_dir or data_root())
+    torch.manual_seed(seed)
+    model = tiny_mlp("mnist")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    X, Y = to_tensor(x[:6000]), torch.as_tensor(y[:6000])
+    for _ in range(steps):
+        idx = torch.randint(0, len(X), (128,))
+        loss = torch.nn.functional.cross_entropy(model(X[idx]), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_checkpoint(path, model.eval(), arch="tiny_mlp", dataset="mnist", eps=eps)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    if not (data_root() / "mnist" / "test.npz").is_file() or not (data_root() / "mnist" / "train.npz").is_file():
+        pytest.skip(f"MNIST not found under {data_root()}")
+    from hamverify.data import load_dataset
+    return load_dataset("mnist", "test", data_root())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runner")
+
+
+@pytest.fixture(scope="module")
+def model_path(mnist, workdir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield train_tiny(workdir / "tiny.pt")
+    torch.set_num_threads(threads)
+
+
+def settings(eps=EPS, **kw):
+    return VerifySettings(**{"eps": eps, "timeout": 20.0, "tightening": "ia", "pgd_steps": 10, "pgd_restarts": 2,
+                             **kw})
+
+
+def run(model_path, results, indices, mnist, workers=1, eps=EPS, **kw):
+    log = []
+    x, y = mnist
+    recs = run_verification(model_path, settings(eps, **kw), x, y, list(indices), results, workers=workers,
+                            progress=False, log=log.append)
+    return recs, log
+
+
+def file_records(path):
+    records, note = read_records(path)
+    assert note is None
+    return records
+
+
+def verdicts(records):
+    return {r.index: (r.status, r.decided_by) for r in records}
+
+
+def comparable(summary):
+    return {k: v for k, v in summary.items() if not k.startswith("time_")}
+
+
+@pytest.fixture(scope="module")
+def full_run(model_path, mnist, workdir):
+    """One uninterrupted run over the first N test images: the reference."""
+    results = workdir / "full.jsonl"
+    recs, log = run(model_path, results, range(N), mnist)
+    assert not any("resuming" in m for m in log)
+    return results, recs
+
+
+def test_reference_run_has_a_mix_of_verdicts(full_run, model_path, mnist):
+    results, recs = full_run
+    assert [r.index for r in recs] == list(range(N))
+    kinds = {(r.status, r.decided_by) for r in recs}
+    assert {("misclassified", "clean"), ("falsified", "pgd"), ("verified", "bounds"),
+            ("verified", "milp")} <= kinds, kinds
+    sha = file_sha256(model_path)
+    assert all(r.model_sha256 == sha and r.eps == EPS for r in recs)
+    assert [r.index for r in file_records(results)] == list(range(N))
+
+
+def test_counterexample_files(full_run, model_path, mnist):
+    results, recs = full_run
+    model, _ = load_checkpoint(model_path)
+    model = model.double()
+    x, _ = mnist
+    falsified = [r for r in recs if r.status == "falsified"]
+    assert falsified
+    for r in recs:
+        if r.status != "falsified":
+            assert r.counterexample is None
+            continue
+        path = pathlib.Path(r.counterexample)
+        assert path == pathlib.Path(str(results) + ".cex") / f"{r.index}.npy" and path.is_file()
+        p = np.load(path)
+        assert p.shape == (1, 28, 28) and p.dtype == np.float64
+        clean = np.transpose(x[r.index].astype(np.float64) / 255.0, (2, 0, 1))
+        assert np.all(p >= 0) and np.all(p <= 1) and np.max(np.abs(p - clean)) <= EPS + 1e-12
+        with torch.no_grad():
+            z = model(torch.from_numpy(p[None]))[0]
+        margin = float(z[r.label] - torch.cat([z[:r.label], z[r.label + 1:]]).max())
+        assert margin < 0 and margin == pytest.approx(r.cex_margin, abs=1e-9)
+
+
+def test_resume_after_an_interrupted_run(full_run, model_path, mnist, workdir):
+    _, full = full_run
+    results = workdir / "interrupted.jsonl"
+    k = 7
+    first, _ = run(model_path, results, range(k), mnist)  # the run that was "interrupted" after k records
+    recs, log = run(model_path, results, range(N), mnist)
+    assert any(f"resuming: {k} of {N}" in m for m in log), log
+    assert [r.index for r in recs] == list(range(N))
+    on_disk = file_records(results)
+    assert len(on_disk) == N and len({r.index for r in on_disk}) == N  # no duplicates
+    # The first k were not recomputed.
+    assert [r.time_total for r in recs[:k]] == [r.time_total for r in first]
+    assert verdicts(recs) == verdicts(full)
+    assert comparable(summarize(recs)) == comparable(summarize(full))
+    # A third run has nothing left to do and changes nothing.
+    again, log = run(model_path, results, range(N), mnist)
+    assert any(f"resuming: {N} of {N}" in m for m in log)
+    assert [r.to_json() for r in again] == [r.to_json() for r in recs]
+    assert len(file_records(results)) == N
+
+
+def test_truncated_last_line_is_dropped_and_recomputed(full_run, model_path, mnist, workdir):
+    source, full = full_run
+    results = workdir / "truncated.jsonl"
+    lines = source.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # a write cut off mid-line
+    recs, log = run(model_path, results, range(N), mnist)
+    assert any("truncated" in m for m in log), log
+    assert any(f"resuming: {N - 1} of {N}" in m for m in log), log
+    on_disk = file_records(results)  # no note: the garbled line is gone
+    assert sorted(r.index for r in on_disk) == list(range(N))
+    assert verdicts(recs) == verdicts(full)
+
+
+def test_last_record_without_its_newline(full_run, model_path, mnist, workdir):
+    """A write cut off just before its newline leaves a complete record; appending to it must not
+    glue the next record onto the same line."""
+    source, full = full_run
+    results = workdir / "no_newline.jsonl"
+    lines = source.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:-2]) + lines[-2].rstrip(b"\n"))
+    recs, log = run(model_path, results, range(N), mnist)
+    assert any(f"resuming: {N - 1} of {N}" in m for m in log), log
+    on_disk = file_records(results)
+    assert sorted(r.index for r in on_disk) == list(range(N))
+    assert verdicts(recs) == verdicts(full)
+    run(model_path, results, range(N), mnist)  # and it resumes again cleanly
+
+
+def test_rerun_on_a_subset_and_a_superset(full_run, model_path, mnist, workdir):
+    source, full = full_run
+    results = workdir / "subset.jsonl"
+    results.write_bytes(source.read_bytes())
+    sub, log = run(model_path, results, [3, 1, 2], mnist)
+    assert [r.index for r in sub] == [3, 1, 2]  # the requested order, from the file
+    assert any(f"resuming: 3 of 3" in m for m in log)
+    sup, log = run(model_path, results, range(N + 3), mnist)
+    assert [r.index for r in sup] == list(range(N + 3))
+    assert len(file_records(results)) == N + 3
+
+
+def test_results_of_another_model_or_eps_are_refused(full_run, model_path, mnist, workdir):
+    source, _ = full_run
+    results = workdir / "foreign.jsonl"
+    results.write_bytes(source.read_bytes())
+    before = results.read_bytes()
+    other = workdir / "other.pt"
+    model, meta = load_checkpoint(model_path)
+    with torch.no_grad():
+        model[-1].bias.add_(0.01)
+    save_checkpoint(other, model, arch="tiny_mlp", dataset="mnist", eps=EPS)
+    with pytest.raises(HamverifyError, match="another model"):
+        run(other, results, range(N), mnist)
+    with pytest.raises(HamverifyError, match="eps"):
+        run(model_path, results, range(N), mnist, eps=0.1)
+    assert results.read_bytes() == before  # refused before anything was written
+
+
+def test_a_damaged_middle_line_is_an_error(full_run, model_path, mnist, workdir):
+    source, _ = full_run
+    results = workdir / "damaged.jsonl"
+    lines = source.read_bytes().splitlines(keepends=True)
+    lines[3] = b'{"index": 3, "lab\n'
+    results.write_bytes(b"".join(lines))
+    with pytest.raises(HamverifyError, match="line 4"):
+        run(model_path, results, range(N), mnist)
+
+
+def test_a_checkpoint_overwritten_in_place_is_reloaded(mnist, workdir):
+    """The per-process Verifier cache must notice that the file behind a path changed (retraining
+    into the same path in one session): records carry the new file's sha256 and verdicts."""
+    path = workdir / "reused.pt"
+    train_tiny(path, seed=1, steps=150)
+    first, _ = run(path, workdir / "reused_a.jsonl", range(8), mnist)
+    train_tiny(path, seed=2, steps=5)  # a different, barely trained model at the same path
+    second, _ = run(path, workdir / "reused_b.jsonl", range(8), mnist)
+    sha = file_sha256(path)
+    assert all(r.model_sha256 == sha for r in second)
+    assert first[0].model_sha256 != sha
+    # and the rerun resumes its own file instead of calling it another model's
+    again, log = run(path, workdir / "reused_b.jsonl", range(8), mnist)
+    assert any("resuming: 8 of 8" in m for m in log)
+
+
+def test_two_workers_give_the_same_verdicts(full_run, model_path, mnist, workdir):
+    _, full = full_run
+    results = workdir / "workers2.jsonl"
+    recs, _ = run(model_path, results, range(N), mnist, workers=2)
+    assert [r.index for r in recs] == list(range(N))
+    assert verdicts(recs) == verdicts(full)
+    on_disk = file_records(results)
+    assert len(on_disk) == N and len({r.index for r in on_disk}) == N
+    for r in recs:
+        if r.status == "falsified":
+            assert pathlib.Path(r.counterexample).is_file()
+    # and a 2-worker run resumes like a 1-worker one
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[:12]))
+    recs2, log = run(model_path, results, range(N), mnist, workers=2)
+    assert any(f"resuming: 12 of {N}" in m for m in log)
+    assert verdicts(recs2) == verdicts(full)
+    assert len(file_records(results)) == N
+
+
+def test_records_round_trip_through_json(full_run):
+    results, recs = full_run
+    for line, rec in zip(results.read_text().splitlines(), recs):
+        d = json.loads(line)
+        assert d["index"] == rec.index and d["status"] == rec.status
