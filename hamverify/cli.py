@@ -1,4 +1,4 @@
-"""The `hamverify` command line: train-small, evaluate, verify, summary, stats."""
+"""The `hamverify` command line: train-small, evaluate, verify, summary, stats, export, vnnlib."""
 from __future__ import annotations
 
 import functools
@@ -154,7 +154,8 @@ def _verify_settings(config_file, cli: dict) -> dict:
 
 
 @main.command()
-@click.option("--model", type=click.Path(), default=None, help="Checkpoint (.pt).")
+@click.option("--model", type=click.Path(), default=None,
+              help="Checkpoint (.pt), or ONNX (.onnx, inputs in [0,1]; needs --dataset and --eps).")
 @click.option("--eps", type=EPS, default=None, help="l_inf radius in pixel units, e.g. 8/255 (default: the checkpoint's).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1).")
 @click.option("--timeout", type=float, default=None, help="Seconds per input, bounds + build + solve (default 120).")
@@ -183,7 +184,9 @@ def verify(config_file, as_json, quiet, **flags):
     from .shipped import FULL_EXPERIMENT, default_model, load_samples
     v = _verify_settings(config_file, flags)
     model_path = v.get("model") or default_model()
-    meta = read_checkpoint(model_path)
+    from .onnx_io import is_onnx_path, onnx_verify_meta
+    meta = (onnx_verify_meta(model_path, v.get("dataset"), v.get("eps")) if is_onnx_path(model_path)
+            else read_checkpoint(model_path))
     dataset = v.get("dataset") or meta["dataset"]
     split = v.get("split", "test")
     eps = v.get("eps", meta.get("eps"))
@@ -215,7 +218,7 @@ def verify(config_file, as_json, quiet, **flags):
         f"+ {settings.backend}, timeout {settings.timeout:g}s, {v.get('workers', 1)} worker(s) -> {results}")
     t0 = _time.time()
     records = run_verification(model_path, settings, x, y, indices, results, workers=v.get("workers", 1),
-                               progress=not quiet, log=log)
+                               progress=not quiet, log=log, dataset=dataset)
     summary = summarize(records)
     if as_json:
         click.echo(json.dumps({**summary, "results": str(results), "wall_time": _time.time() - t0}, indent=2))
@@ -287,6 +290,61 @@ def stats(models, eps, count, start, tightening, corners, seed, dataset, split, 
     click.echo(to_json(result) if as_json else format_table(result))
     if plot:
         click.echo(f"plot written to {plot_unstable(result, pathlib.Path(plot).expanduser())}", err=True)
+
+
+@main.command("export")
+@click.option("--model", "model_path", required=True, type=click.Path(), help="Checkpoint (.pt).")
+@click.option("--out", required=True, type=click.Path(), help="ONNX file to write (.onnx).")
+@one_line_errors
+def export_cmd(model_path, out):
+    """Export a checkpoint to ONNX: normalization included, input [N,C,H,W] in [0,1], dynamic batch."""
+    from .onnx_io import export_checkpoint
+    path, diff = export_checkpoint(model_path, out)
+    if diff > 1e-4:
+        raise HamverifyError(f"{path}: onnxruntime and torch logits differ by {diff:.3g} (> 1e-4)")
+    click.echo(f"wrote {path} (max |onnxruntime - torch| = {diff:.2g} on 8 random inputs)")
+
+
+@main.command("vnnlib")
+@click.option("--onnx", "onnx_path", type=click.Path(), default=None, help="Network (.onnx or .onnx.gz).")
+@click.option("--vnnlib", "vnnlib_path", type=click.Path(), default=None, help="Property (.vnnlib or .vnnlib.gz).")
+@click.option("--instances", type=click.Path(), default=None,
+              help="VNN-COMP instances.csv (onnx,vnnlib,timeout rows; paths relative to it).")
+@click.option("--results", type=click.Path(), default=None,
+              help="Result file (one instance) or results CSV (batch; reruns resume it).")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds per instance (one instance: default 300; batch: overrides the CSV's).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch: instances decided in parallel.")
+@click.option("--mode", type=click.Choice(["per-disjunct", "disjunction"]), default="per-disjunct",
+              show_default=True, help="One MILP per disjunct, or one MILP with a binary per disjunct.")
+@one_line_errors
+def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode):
+    """Decide VNN-LIB properties of ONNX networks: sat (+ counterexample), unsat, timeout or unknown."""
+    from .vnncomp import run_batch, solve_instance, write_text_atomic
+    if instances:
+        if onnx_path or vnnlib_path:
+            raise HamverifyError("give either --instances or --onnx with --vnnlib, not both")
+        if not results:
+            raise HamverifyError("--instances needs --results (the results CSV to write)")
+        if timeout is not None and not timeout > 0:
+            raise HamverifyError(f"--timeout must be > 0, got {timeout}")
+        rows = run_batch(instances, results, workers=workers, timeout=timeout, mode=mode,
+                         log=lambda m: click.echo(m, err=True))
+        counts = {}
+        for row in rows:
+            counts[row[2]] = counts.get(row[2], 0) + 1
+        click.echo(f"{len(rows)} instances -> {results}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        return
+    if not (onnx_path and vnnlib_path):
+        raise HamverifyError("give --onnx and --vnnlib (one instance) or --instances (a batch)")
+    res = solve_instance(onnx_path, vnnlib_path, 300.0 if timeout is None else timeout, mode=mode)
+    text = res.vnncomp_text()
+    if results:
+        write_text_atomic(results, text)
+    click.echo(text, nl=False)
+    if res.reason:
+        click.echo(f"{res.result}: {res.reason}", err=True)
 
 
 if __name__ == "__main__":

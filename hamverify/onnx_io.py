@@ -674,10 +674,11 @@ def conv_matrix(weight: np.ndarray, in_shape, strides, pads, dilations, group: i
     return sp.vstack(cols).T.tocsr(), out_shape
 
 
-def import_onnx(source) -> OnnxModel:
-    """Import an ONNX ReLU network (path, .onnx.gz path, bytes or ModelProto) into the IR."""
-    proto, label = load_onnx_proto(source)
-    return _Importer(proto, label).run()
+def import_onnx(source, label: str | None = None) -> OnnxModel:
+    """Import an ONNX ReLU network (path, .onnx.gz path, bytes or ModelProto) into the IR;
+    ``label`` names it in error messages (default: the path)."""
+    proto, default_label = load_onnx_proto(source)
+    return _Importer(proto, label or default_label).run()
 
 
 def from_onnx(source) -> Network:
@@ -760,3 +761,16 @@ def load_any_model(path, dataset: str | None = None):
         return IRModule(net).eval(), shape, None, file_sha256(path)
     model, meta = load_checkpoint(path)
     return model, INPUT_SHAPE[meta["dataset"]], meta["dataset"], file_sha256(path)
+
+
+def onnx_verify_meta(path, dataset: str | None, eps) -> dict:
+    """What ``hamverify verify`` reads from a checkpoint's metadata, for an ONNX model: it records
+    neither a dataset nor an eps, so both must be given (one-line errors otherwise)."""
+    from .models import INPUT_SHAPE
+    if not pathlib.Path(path).is_file():
+        raise HamverifyError(f"ONNX file not found: {path}")
+    if not dataset:
+        raise HamverifyError(f"{path}: an ONNX model needs --dataset (one of {', '.join(INPUT_SHAPE)})")
+    if eps is None:
+        raise HamverifyError(f"{path}: an ONNX model needs --eps (it records no eps)")
+    return {"dataset": dataset, "eps": eps}

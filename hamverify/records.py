@@ -115,6 +115,11 @@ class ResultsWriter:
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a")
+        if self._f.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a complete last record whose newline was never written
+                    self._f.write("\n")
 
     def write(self, record: VerificationRecord) -> None:
         self._f.write(record.to_json() + "\n")

@@ -18,22 +18,27 @@ from .verify import Verifier, VerifySettings
 _WORKER_CACHE: dict = {}
 
 
-def load_verifier(model_path: str, settings: VerifySettings) -> Verifier:
-    """The process's Verifier for this model and settings, built once (model load + IR)."""
-    key = (str(model_path), settings)
+def load_verifier(model_path: str, settings: VerifySettings, dataset: str | None = None) -> Verifier:
+    """The process's Verifier for this model file (path and content) and settings, built once
+    (model load + IR); a checkpoint rewritten at the same path is loaded afresh.  An ONNX model
+    (``.onnx``) needs ``dataset`` for its input shape."""
+    from .models import file_sha256
+    from .onnx_io import load_any_model
+    sha = file_sha256(model_path)
+    key = (str(model_path), sha, settings, dataset)
     if key not in _WORKER_CACHE:
         import torch
         torch.set_num_threads(1)
-        from .models import INPUT_SHAPE, file_sha256, load_checkpoint
-        model, meta = load_checkpoint(model_path)
+        model, input_shape, _, _ = load_any_model(model_path, dataset)
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = Verifier(model, INPUT_SHAPE[meta["dataset"]], settings, file_sha256(model_path))
+        _WORKER_CACHE[key] = Verifier(model, input_shape, settings, sha)
     return _WORKER_CACHE[key]
 
 
-def verify_task(model_path: str, settings: VerifySettings, index: int, x_uint8: np.ndarray, label: int):
+def verify_task(model_path: str, settings: VerifySettings, index: int, x_uint8: np.ndarray, label: int,
+                dataset: str | None = None):
     """One input, in a worker process; x is uint8 HWC as stored in the dataset."""
-    verifier = load_verifier(model_path, settings)
+    verifier = load_verifier(model_path, settings, dataset)
     x = np.transpose(np.asarray(x_uint8, dtype=np.float64) / 255.0, (2, 0, 1))
     return verifier.verify(x, label, index)
 
@@ -71,14 +76,13 @@ def save_counterexample(results_path, index: int, point: np.ndarray, input_shape
 
 
 def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.ndarray, indices: list[int],
-                     results_path, workers: int = 1, progress: bool = True, log=print) -> list[VerificationRecord]:
-    """Verify x[indices]; returns the records of exactly those indices (old and new)."""
+                     results_path, workers: int = 1, progress: bool = True, log=print,
+                     dataset: str | None = None) -> list[VerificationRecord]:
+    """Verify x[indices]; returns the records of exactly those indices (old and new).  ``dataset``
+    is needed for an ONNX model (its input shape), ignored for a checkpoint."""
     from joblib import Parallel, delayed
-    from .models import INPUT_SHAPE, file_sha256, read_checkpoint
-    meta = read_checkpoint(model_path)
-    sha = file_sha256(model_path)
-    input_shape = INPUT_SHAPE[meta["dataset"]]
-    load_verifier(model_path, settings)  # fail fast in the driver (model, IR, solver) before any worker
+    verifier = load_verifier(model_path, settings, dataset)  # fail fast in the driver (model, IR, solver)
+    sha, input_shape = verifier.model_sha256, verifier.input_shape
     done = prepare_resume(results_path, sha, settings.eps, log)
     todo = [i for i in indices if i not in done]
     if len(todo) < len(indices):
@@ -90,9 +94,10 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
     bar = _progress(len(todo), progress)
     counts = {"verified": 0, "falsified": 0, "timeout": 0}
     try:
-        tasks = (delayed(verify_task)(str(model_path), settings, i, x[i], int(y[i])) for i in todo)
+        tasks = (delayed(verify_task)(str(model_path), settings, i, x[i], int(y[i]), dataset) for i in todo)
         runner = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered") if workers > 1 else None
-        results = runner(tasks) if runner else (verify_task(str(model_path), settings, i, x[i], int(y[i])) for i in todo)
+        results = runner(tasks) if runner else (verify_task(str(model_path), settings, i, x[i], int(y[i]), dataset)
+                                                for i in todo)
         for rec, cex in results:
             if cex is not None:
                 rec.counterexample = save_counterexample(results_path, rec.index, cex, input_shape)

@@ -31,7 +31,7 @@ class TrainConfig:
 
     dataset: str = "cifar10"
     arch: str | None = None
-    recipe: str = DEFAULT_RECIPE
+    recipe: str = "paper-adam"       # the dataclass defaults are METHOD.md's values; see recipes.py
     epochs: int = 100
     batch_size: int = 128
     optimizer: str = "adam"

@@ -121,11 +121,9 @@ class Checker:
         rmax = max(1, max(C.shape[0] for C, _ in disjuncts))
         m = self.net.num_classes
         Cp = np.zeros((K, rmax, m))
-        dp = np.full((K, rmax), -np.inf)  # padding rows: C y - d = -inf, never the max
+        dp = np.full((K, rmax), np.inf)  # padding rows: C y - d = -inf, never the max
         for k, (C, d) in enumerate(disjuncts):
             Cp[k, :C.shape[0]], dp[k, :C.shape[0]] = C, d
-            if C.shape[0] == 0:
-                dp[k, 0] = np.inf  # no rows: any point satisfies it; violation -inf
         lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
         if starts:
             ks = np.array([k for k, _ in starts])
@@ -263,6 +261,8 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     for k, (C, d) in enumerate(disjuncts):
         if C.shape[0] == 0:  # the output constraint is "true": any point of the box
             try_points([(k, (lo + hi) / 2, -np.inf)], "trivial")
+            stats["reasons"].append("the input box holds no float32 value")
+            return "unknown"
     try_points(checker.attack(lo, hi, disjuncts, seed=seed, deadline=deadline)[:32], "pgd")
     if time.monotonic() >= deadline:
         return "timeout"
@@ -275,7 +275,6 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     open_ = [k for k in range(len(disjuncts)) if not np.max(lower[k]) > tol]
     open_.sort(key=lambda k: float(np.max(lower[k])))  # the least constrained first
     if not open_:
-        stats["decided_by"] = stats.get("decided_by") or "bounds"
         return "unsat"
     if time.monotonic() >= deadline:
         return "timeout"
@@ -302,7 +301,7 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
             try_points(cands, "milp")
             # The solver's point carries its tolerances: polish it on the float64 network.
             polished = checker.attack(lo, hi, disjuncts, starts=[(k, res.x) for k in order],
-                                      steps=60, deadline=deadline + 5)
+                                      steps=60, deadline=deadline + 1)
             try_points(polished, "milp")
             reasons.append(f"disjunct {group}: solver point (t = {res.objective_value:.3g}) not confirmed "
                            f"on the network")
@@ -315,7 +314,6 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     if reasons:
         stats["reasons"] += reasons
         return "unknown"
-    stats["decided_by"] = "milp"
     return "unsat"
 
 
@@ -329,9 +327,8 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
         raise HamverifyError(f"timeout must be > 0 seconds, got {timeout}")
     t0 = time.monotonic()
     deadline = t0 + float(timeout)
-    proto, _ = load_onnx_proto(onnx_path)
-    imported = import_onnx(proto)
-    imported = dataclasses.replace(imported, source=str(onnx_path))
+    proto, label = load_onnx_proto(onnx_path)
+    imported = import_onnx(proto, label=label)
     spec = parse_vnnlib(vnnlib_path)
     return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0)
 
@@ -344,10 +341,10 @@ def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "per-
         raise HamverifyError(f"{spec.source}: declares {spec.n_inputs} inputs and {spec.n_outputs} outputs; "
                              f"the network {imported.source} has {net.input_size} and {net.num_classes}")
     checker = Checker(imported, proto)
-    stats = {"milp_solves": 0, "reasons": [], "decided_by": ""}
+    stats = {"milp_solves": 0, "reasons": []}
     verdicts = []
+    torch_threads = torch.get_num_threads()
     try:
-        torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         for region in spec.regions():
             if time.monotonic() >= deadline:
@@ -364,8 +361,8 @@ def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "per-
         torch.set_num_threads(torch_threads)
     elapsed = time.monotonic() - t0
     if all(v == "unsat" for v in verdicts):  # also: no cases at all (the property cannot be violated)
-        return InstanceResult("unsat", elapsed, decided_by=stats["decided_by"] or "trivial",
-                              milp_solves=stats["milp_solves"])
+        by = "milp" if stats["milp_solves"] else "bounds" if verdicts else "trivial"
+        return InstanceResult("unsat", elapsed, decided_by=by, milp_solves=stats["milp_solves"])
     result = "timeout" if "timeout" in verdicts else "unknown"
     return InstanceResult(result, elapsed, reason="; ".join(stats["reasons"]), milp_solves=stats["milp_solves"])
 

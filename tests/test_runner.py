@@ -227,18 +227,25 @@ def test_a_damaged_middle_line_is_an_error(full_run, model_path, mnist, workdir)
         run(model_path, results, range(N), mnist)
 
 
-def test_a_checkpoint_overwritten_in_place_is_reloaded(mnist, workdir):
+def test_a_checkpoint_overwritten_in_place_is_reloaded(model_path, mnist, workdir):
     """The per-process Verifier cache must notice that the file behind a path changed (retraining
-    into the same path in one session): records carry the new file's sha256 and verdicts."""
+    into the same path in one session): records carry the new file's sha256 and the new model's
+    verdicts, and the next run resumes its own results instead of calling them another model's."""
     path = workdir / "reused.pt"
-    train_tiny(path, seed=1, steps=150)
+    path.write_bytes(model_path.read_bytes())
     first, _ = run(path, workdir / "reused_a.jsonl", range(8), mnist)
-    train_tiny(path, seed=2, steps=5)  # a different, barely trained model at the same path
+    model, _ = load_checkpoint(model_path)
+    with torch.no_grad():
+        model[-1].weight.mul_(-1.0)  # another model: its predictions change
+    save_checkpoint(path, model, arch="tiny_mlp", dataset="mnist", eps=EPS)
+    save_checkpoint(workdir / "fresh.pt", model, arch="tiny_mlp", dataset="mnist", eps=EPS)
     second, _ = run(path, workdir / "reused_b.jsonl", range(8), mnist)
+    reference, _ = run(workdir / "fresh.pt", workdir / "fresh.jsonl", range(8), mnist)
     sha = file_sha256(path)
-    assert all(r.model_sha256 == sha for r in second)
     assert first[0].model_sha256 != sha
-    # and the rerun resumes its own file instead of calling it another model's
+    assert all(r.model_sha256 == sha for r in second)
+    assert [r.predicted for r in second] == [r.predicted for r in reference] != [r.predicted for r in first]
+    assert verdicts(second) == verdicts(reference)
     again, log = run(path, workdir / "reused_b.jsonl", range(8), mnist)
     assert any("resuming: 8 of 8" in m for m in log)
 

@@ -102,16 +102,23 @@ def test_schedule_values_of_the_100_epoch_run():
 
 def test_defaults_are_method_md():
     cfg = TrainConfig()
-    assert (cfg.dataset, cfg.arch, cfg.recipe, cfg.epochs, cfg.batch_size) == ("cifar10", "cifar_small", DEFAULT_RECIPE, 100, 128)
+    assert (cfg.dataset, cfg.arch, cfg.recipe, cfg.epochs, cfg.batch_size) == ("cifar10", "cifar_small", "paper-adam", 100, 128)
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.reg) == ("adam", 1e-3, 0.0, "hamming")
     assert (cfg.gamma_s, cfg.gamma_h, cfg.alpha, cfg.gamma_ramp) == (0.4, 9000.0, 8.0, 10.0)
     assert cfg.eps == 8 / 255 and cfg.eps_start_ratio * cfg.eps == pytest.approx(2 / 255)
     assert cfg.stability_form == "softmax-mean" and cfg.augment is True
-    assert RECIPES[DEFAULT_RECIPE] == {}
+    assert RECIPES["paper-adam"] == {}
+
+
+def test_train_small_default_is_the_measured_winner():
+    cfg = TrainConfig.from_sources()
+    assert cfg.recipe == DEFAULT_RECIPE == "hv-gs8-gh3000"
+    assert (cfg.stability_form, cfg.gamma_s, cfg.gamma_h) == ("logits-mean", 8.0, 3000.0)
+    assert (cfg.collapse_policy, cfg.select, cfg.val_count) == ("rollback", "best-val", 1000)
 
 
 def test_from_sources_precedence():
-    assert TrainConfig.from_sources().gamma_h == 9000.0                                            # default
+    assert TrainConfig.from_sources().gamma_h == 3000.0                                            # default recipe
     assert TrainConfig.from_sources(recipe="gh900").gamma_h == 900.0                                # < recipe
     assert TrainConfig.from_sources(recipe="gh900", file_values={"gamma_h": 1234.0}).gamma_h == 1234.0  # < file
     cfg = TrainConfig.from_sources(recipe="gh900", file_values={"gamma_h": 1234.0, "epochs": 7},
@@ -142,7 +149,7 @@ def test_sgd_option_brings_the_paper_settings():
                                        ({"stability_form": "x"}, "stability"), ({"collapse_policy": "x"}, "collapse"),
                                        ({"select": "best"}, "select"), ({"epochs": 0}, "epochs"),
                                        ({"batch_size": 0}, "batch"), ({"lr": 0.0}, "lr"), ({"subset": 0}, "subset"),
-                                       ({"select": "best-val"}, "val-count"), ({"eps": 1.5}, "eps"),
+                                       ({"select": "best-val", "val_count": 0}, "val-count"), ({"eps": 1.5}, "eps"),
                                        ({"bogus": 1}, "bogus"), ({"recipe": "nope"}, "unknown recipe")])
 def test_invalid_settings(kw, needle):
     with pytest.raises(HamverifyError) as err:
@@ -204,7 +211,7 @@ def test_every_recipe_one_epoch(name, data_root, tmp_path):
 
 
 def test_collapse_guard_fires(data_root, tmp_path):
-    cfg = TrainConfig.from_sources(cli_values=_small(subset=256, batch_size=32, optimizer="sgd", lr=5.0, gamma_h=1e6))
+    cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(subset=256, batch_size=32, optimizer="sgd", lr=5.0, gamma_h=1e6))
     with pytest.raises(HamverifyError) as err:
         train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
     msg = str(err.value)
@@ -233,7 +240,7 @@ def _fake_collapse(monkeypatch, at_calls):
 
 def test_collapse_after_a_good_epoch_keeps_last_good(data_root, tmp_path, monkeypatch):
     _fake_collapse(monkeypatch, {1})
-    cfg = TrainConfig.from_sources(cli_values=_small(epochs=3, reg="none"))
+    cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(epochs=3, reg="none"))
     with pytest.raises(HamverifyError) as err:
         train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
     assert "collapsed at epoch 2" in str(err.value) and "last.pt (epoch 1)" in str(err.value)
@@ -242,7 +249,7 @@ def test_collapse_after_a_good_epoch_keeps_last_good(data_root, tmp_path, monkey
 
 
 def test_no_false_alarm_on_a_normal_run(data_root, tmp_path):
-    cfg = TrainConfig.from_sources(cli_values=_small(epochs=2, dataset="mnist", subset=256, batch_size=32))
+    cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(epochs=2, dataset="mnist", subset=256, batch_size=32))
     train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
     assert [r["collapsed"] for r in _log_rows(tmp_path) if isinstance(r["epoch"], int)] == [None, None]
     model, _ = load_checkpoint(tmp_path / "model.pt")

@@ -20,7 +20,10 @@ from hamverify.models import ReLUNet
 from hamverify.network import from_torch
 from hamverify.verify import Verifier, VerifySettings
 
-from milp import interval_bounds, twin_net  # tests/milp helpers (tests/ is on sys.path under pytest)
+try:  # tests/milp's helpers: tests/ is on sys.path under pytest's default import mode
+    from milp import brute_force_min_margin, interval_bounds, twin_net
+except ImportError:  # tests/ as a package
+    from tests.milp import brute_force_min_margin, interval_bounds, twin_net
 
 TIGHTENINGS = ("ia", "symbolic", "lp")
 NEAR_ZERO = 1e-5  # |exact min margin| below this: only "never wrong" is required
@@ -129,7 +132,6 @@ def exact_min_margin(net, lo, hi, label, n_samples=1024, seed=0) -> float:
 def test_brute_force_matches_sampling_and_full_enumeration():
     """The oracle itself: never above the smallest sampled margin, and equal to the unpruned
     enumeration of tests/milp (one LP per pattern) on a few nets."""
-    from milp import brute_force_min_margin
     rng = np.random.default_rng(5)
     for _ in range(6):
         d = int(rng.integers(2, 5))
@@ -364,14 +366,11 @@ def test_doctored_points_outside_or_invalid_are_rejected(milp_instance, monkeypa
     x = r["x"].copy()
     # "outside": far outside B(x) ∩ [0,1]; it is projected onto the box before the float64 check,
     # and the projection (a box corner) is not misclassified since the instance is robust.
-    p = np.full_like(x, np.nan) if point == "nan" else x + 50.0 * np.sign(rng_sign(x))
+    signs = np.where(np.arange(len(x)) % 2 == 0, 1.0, -1.0)
+    p = np.full_like(x, np.nan) if point == "nan" else x + 50.0 * signs
     monkeypatch.setattr(highs_backend, "solve_highs", _fake_solver([_result(COUNTEREXAMPLE, x=p, objective_value=-1.0)]))
     rec, cex = _verify(r)
     assert rec.status == "unknown" and cex is None, rec
-
-
-def rng_sign(x):
-    return np.where(np.arange(len(x)) % 2 == 0, 1.0, -1.0)
 
 
 def test_doctored_robust_answers_only_count_when_all_targets_are_proven(milp_instance, monkeypatch):

@@ -1,0 +1,238 @@
+"""`hamverify verify` and `hamverify summary`: the summary table, --json, resume, config files, and
+bad inputs ending in a one-line error with a non-zero exit (never a traceback)."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from hamverify.cli import main
+
+try:  # tests/ is on sys.path under pytest's default import mode
+    from test_runner import data_root, train_tiny
+except ImportError:  # tests/ as a package
+    from tests.test_runner import data_root, train_tiny
+
+EPS = "0.05"
+
+
+@pytest.fixture(scope="module")
+def root():
+    r = data_root()
+    if not (r / "mnist" / "test.npz").is_file() or not (r / "mnist" / "train.npz").is_file():
+        pytest.skip(f"MNIST not found under {r}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def tiny(root, workdir):
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield train_tiny(workdir / "tiny.pt", data_dir=root)
+    torch.set_num_threads(threads)
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def summary_rows(text: str) -> dict:
+    """'  label   value' rows of the summary table (the wall-time row left out)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("  ") and "wall time" not in line:
+            key, _, value = line.strip().partition("  ")
+            rows[key.strip()] = value.strip()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny, root, workdir):
+    results = workdir / "R.jsonl"
+    res = invoke("verify", "--model", tiny, "--eps", EPS, "--count", 10, "--results", results, "--quiet",
+                 "--data-dir", root)
+    return results, res
+
+
+def test_verify_prints_the_summary_table(first_run):
+    results, res = first_run
+    assert res.exit_code == 0, res.output
+    assert "verifying 10 inputs of mnist test at eps 0.05" in res.stderr
+    assert "resuming" not in res.stderr
+    rows = summary_rows(res.stdout)
+    assert rows["inputs"] == "10"
+    for key in ("clean accuracy", "PGD-robust accuracy", "verified accuracy", "falsified (exact)", "timeouts"):
+        assert key in rows, rows
+    assert "wall time (this run)" in res.stdout
+    assert res.stdout.splitlines()[0].startswith("eps 0.05, tightening symbolic, backend highs")
+    assert len(results.read_text().splitlines()) == 10
+
+
+def test_json_rerun_resumes_and_summary_agrees(first_run, tiny, root):
+    results, first = first_run
+    res = invoke("verify", "--model", tiny, "--eps", EPS, "--count", 10, "--results", results, "--quiet",
+                 "--data-dir", root, "--json")
+    assert res.exit_code == 0, res.output
+    assert "resuming: 10 of 10" in res.stderr
+    s = json.loads(res.stdout)
+    assert s["n"] == 10 and s["eps"] == 0.05 and s["results"] == str(results)
+    assert s["verified"] + s["falsified"] + s["misclassified"] + s["timeout"] + s["unknown"] + s["error"] == 10
+    assert len(results.read_text().splitlines()) == 10  # nothing recomputed or appended
+    table = summary_rows(first.stdout)
+    assert table["verified accuracy"] == f"{100 * s['verified_accuracy']:6.2f} %".strip()
+    assert table["timeouts"] == str(s["timeout"])
+
+    again = invoke("summary", results)
+    assert again.exit_code == 0, again.output
+    assert summary_rows(again.stdout) == table
+    as_json = invoke("summary", results, "--json")
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.stdout) == {k: v for k, v in s.items() if k not in ("results", "wall_time")}
+
+
+def test_more_inputs_extend_the_results_file(first_run, tiny, root, workdir):
+    results, _ = first_run
+    extended = workdir / "R_extended.jsonl"
+    extended.write_bytes(results.read_bytes())
+    res = invoke("verify", "--model", tiny, "--eps", EPS, "--count", 12, "--results", extended, "--quiet",
+                 "--data-dir", root, "--json")
+    assert res.exit_code == 0, res.output
+    assert "resuming: 10 of 12" in res.stderr
+    assert json.loads(res.stdout)["n"] == 12
+    assert len(extended.read_text().splitlines()) == 12
+
+
+def test_config_file_with_flags_overriding_it(tiny, root, workdir):
+    results = workdir / "from_config.jsonl"
+    config = workdir / "ok.toml"
+    config.write_text(f'model = "{tiny}"\neps = "1/20"\ncount = 5\nstart = 2\nresults = "{results}"\n'
+                      f'data_dir = "{root}"\npgd_restarts = 2\ntightening = "ia"\n')
+    res = invoke("verify", "--config", config, "--count", 3, "--quiet", "--json")
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["n"] == 3 and s["eps"] == pytest.approx(0.05) and s["tightening"] == "ia"
+    indices = [json.loads(line)["index"] for line in results.read_text().splitlines()]
+    assert indices == [2, 3, 4]
+
+
+def test_data_dir_from_the_environment(tiny, root, workdir):
+    res = invoke("verify", "--model", tiny, "--count", 2, "--results", workdir / "env.jsonl", "--quiet",
+                 env={"HAMVERIFY_DATA": str(root)})
+    assert res.exit_code == 0, res.output
+    assert "at eps 0.05" in res.stderr  # the checkpoint's eps, no --eps given
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.exit_code != 0, res.output
+    assert isinstance(res.exception, SystemExit), res.exception  # handled, not a crash
+    assert "Traceback" not in res.output
+    errors = [line for line in res.stderr.splitlines() if line.lower().startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert res.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def other_model(tiny, workdir):
+    import torch
+    from hamverify.models import load_checkpoint, save_checkpoint
+    model, _ = load_checkpoint(tiny)
+    with torch.no_grad():
+        model[-1].bias.add_(0.5)
+    path = workdir / "other.pt"
+    save_checkpoint(path, model, arch="tiny_mlp", dataset="mnist", eps=0.05)
+    return path
+
+
+@pytest.mark.parametrize("case", ["eps_div_zero", "eps_range", "missing_model", "corrupt_checkpoint",
+                                  "truncated_checkpoint", "unknown_backend_flag", "unknown_backend_config",
+                                  "count_zero", "another_model", "another_eps", "unknown_config_key",
+                                  "missing_config", "missing_data_dir", "bad_split", "start_past_end"])
+def test_bad_inputs_give_a_one_line_error(case, tiny, other_model, first_run, root, workdir):
+    results, _ = first_run
+    base = ["verify", "--quiet", "--data-dir", root, "--count", 2]
+    fresh = workdir / f"{case}.jsonl"
+    if case == "eps_div_zero":
+        res, fragments = invoke(*base, "--model", tiny, "--eps", "8/0", "--results", fresh), ["8/0", "division by zero"]
+    elif case == "eps_range":
+        res, fragments = invoke(*base, "--model", tiny, "--eps", "2", "--results", fresh), ["[0, 1]"]
+    elif case == "missing_model":
+        res, fragments = invoke(*base, "--model", workdir / "nope.pt", "--results", fresh), ["checkpoint not found"]
+    elif case == "corrupt_checkpoint":
+        bad = workdir / "corrupt.pt"
+        bad.write_bytes(b"this is not a checkpoint\n" * 10)
+        res, fragments = invoke(*base, "--model", bad, "--results", fresh), ["not a readable checkpoint"]
+    elif case == "truncated_checkpoint":
+        bad = workdir / "truncated.pt"
+        raw = pathlib.Path(tiny).read_bytes()
+        bad.write_bytes(raw[: len(raw) // 2])
+        res, fragments = invoke(*base, "--model", bad, "--results", fresh), ["truncated.pt"]
+    elif case == "unknown_backend_flag":
+        res, fragments = invoke(*base, "--model", tiny, "--backend", "gurobi", "--results", fresh), ["gurobi"]
+    elif case == "unknown_backend_config":
+        config = workdir / "backend.toml"
+        config.write_text('backend = "gurobi"\n')
+        res, fragments = invoke(*base, "--model", tiny, "--config", config, "--results", fresh), ["gurobi"]
+    elif case == "count_zero":
+        res, fragments = invoke(*base[:-2], "--count", 0, "--model", tiny, "--results", fresh), ["--count"]
+    elif case == "another_model":
+        res, fragments = invoke(*base, "--model", other_model, "--results", results), ["another model"]
+    elif case == "another_eps":
+        res, fragments = invoke(*base, "--model", tiny, "--eps", "0.1", "--results", results), ["eps"]
+    elif case == "unknown_config_key":
+        config = workdir / "unknown.toml"
+        config.write_text(f'model = "{tiny}"\ntimeuot = 5\n')
+        res, fragments = invoke(*base, "--config", config, "--results", fresh), ["unknown key", "timeuot"]
+    elif case == "missing_config":
+        res, fragments = invoke(*base, "--model", tiny, "--config", workdir / "nope.toml"), ["config file not found"]
+    elif case == "missing_data_dir":
+        res = invoke("verify", "--quiet", "--model", tiny, "--data-dir", workdir / "no_data", "--results", fresh)
+        fragments = ["data directory", "does not exist"]
+    elif case == "bad_split":
+        res, fragments = invoke(*base, "--model", tiny, "--split", "validation", "--results", fresh), ["split"]
+    elif case == "start_past_end":
+        res, fragments = invoke(*base, "--model", tiny, "--start", 10000, "--results", fresh), ["--start"]
+    assert_one_line_error(res, *fragments)
+    if case in ("another_model", "another_eps"):
+        assert len(results.read_text().splitlines()) >= 10  # the refused file is left as it was
+    else:
+        assert not fresh.exists() or fresh.read_text() == ""
+
+
+def test_summary_errors_and_truncated_files(first_run, workdir):
+    results, _ = first_run
+    assert_one_line_error(invoke("summary", workdir / "none.jsonl"), "not found")
+    damaged = workdir / "damaged.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    damaged.write_text("".join(lines[:3]) + "garbage\n" + "".join(lines[3:]))
+    assert_one_line_error(invoke("summary", damaged), "line 4")
+    truncated = workdir / "truncated.jsonl"
+    truncated.write_text("".join(lines[:-1]) + lines[-1][:20])
+    res = invoke("summary", truncated, "--json")
+    assert res.exit_code == 0 and "truncated" in res.stderr
+    assert json.loads(res.stdout)["n"] == 9
+
+
+def test_the_installed_command_prints_one_line_without_traceback(workdir):
+    """The real entry point, in a subprocess: what a user sees on the terminal."""
+    proc = subprocess.run([sys.executable, "-m", "hamverify.cli", "verify", "--model", str(workdir / "nope.pt")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"error: checkpoint not found: {workdir / 'nope.pt'}"]

@@ -1,0 +1,271 @@
+"""Deciding VNN-COMP instances (hamverify.vnncomp): answers known by construction or by brute force,
+both MILP formulations, the soundness guards (no sat without a validated counterexample, no unsat
+without proofs), the result format, and the resumable CSV batch (API and CLI)."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import hamverify.bounds  # noqa: E402
+import hamverify.milp.highs  # noqa: E402
+from hamverify import HamverifyError  # noqa: E402
+from hamverify.cli import main  # noqa: E402
+from hamverify.milp import SolveResult  # noqa: E402
+from hamverify.network import Affine, Network  # noqa: E402
+from hamverify.onnx_io import IRModule, import_onnx, model_to_onnx, onnx_run, onnx_session, save_onnx  # noqa: E402
+from hamverify.vnncomp import (MODES, Checker, float32_in_box, read_results, run_batch,  # noqa: E402
+                               solve_instance)
+
+from milp import brute_force_min_margin, interval_bounds, random_net  # noqa: E402  (tests/milp helpers)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_net(path, net: Network):
+    return save_onnx(model_to_onnx(IRModule(net).float(), net.input_shape), path)
+
+
+def write_spec(path, lo, hi, n_out, output: str):
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(lo))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        lines += [f"(assert (>= X_{i} {float(a)!r}))", f"(assert (<= X_{i} {float(b)!r}))"]
+    path.write_text("\n".join(lines) + "\n" + output + "\n")
+    return path
+
+
+# y0 = relu(x0), y1 = relu(x1), y2 = 0.5: every answer below is known by construction.
+HAND = Network((Affine(np.eye(2), np.zeros(2)), Affine(np.array([[1.0, 0], [0, 1], [0, 0]]), np.array([0, 0, 0.5]))),
+               (2,))
+EITHER = "(assert (or (and (>= Y_0 Y_2)) (and (>= Y_1 Y_2))))"
+BOTH = "(assert (>= Y_0 Y_2))\n(assert (>= Y_1 Y_2))"
+DISJ = "(assert (or (and (>= Y_0 Y_2) (<= Y_0 0.45)) (and (>= Y_1 0.52))))"
+KNOWN = [  # (name, lo, hi, output, answer)
+    ("robust", [-0.2, -0.2], [0.4, 0.4], EITHER, "unsat"),
+    ("cex_in_box", [-0.2, -0.2], [0.6, 0.4], EITHER, "sat"),
+    ("rows_conjoined", [0, 0], [1, 0.45], BOTH, "unsat"),  # Y_0 >= Y_2 alone is satisfiable
+    ("rows_conjoined_sat", [0, 0], [1, 0.55], BOTH, "sat"),
+    ("disjuncts_all_infeasible", [0, 0], [1, 0.5], DISJ, "unsat"),
+    ("second_disjunct", [0, 0], [1, 0.6], DISJ, "sat"),
+]
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand")
+    net_path = write_net(root / "hand.onnx", HAND)
+    specs = {name: write_spec(root / f"{name}.vnnlib", lo, hi, 3, out) for name, lo, hi, out, _ in KNOWN}
+    return root, net_path, specs
+
+
+def parse_sat(text):
+    lines = text.strip().splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("((") and lines[-1].endswith("))")
+    values = {}
+    for line in lines[1:]:
+        name, value = line.strip(" ()").split()
+        values[name] = float(value)
+    return values
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name,lo,hi,output,answer", KNOWN, ids=[k[0] for k in KNOWN])
+def test_known_answers(hand, mode, name, lo, hi, output, answer):
+    _, net_path, specs = hand
+    res = solve_instance(net_path, specs[name], 20, mode=mode)
+    assert res.result == answer, res.reason
+    if answer == "sat":
+        values = parse_sat(res.vnncomp_text())
+        x = np.array([values["X_0"], values["X_1"]])
+        y = np.array([values[f"Y_{j}"] for j in range(3)])
+        assert np.all((x >= lo) & (x <= hi))
+        assert np.array_equal(x, x.astype(np.float32))  # what onnxruntime sees is what is reported
+        np.testing.assert_allclose(y, onnx_run(onnx_session(net_path), x.reshape(1, 2)).ravel(), atol=1e-7)
+        exact = HAND.forward(x)[0]
+        if name == "second_disjunct":
+            assert exact[1] >= 0.52
+        elif output == BOTH:
+            assert exact[0] >= 0.5 and exact[1] >= 0.5
+        else:
+            assert max(exact[0], exact[1]) >= 0.5
+
+
+def test_input_box_disjunction(tmp_path):
+    net_path = write_net(tmp_path / "hand.onnx", HAND)
+    spec = tmp_path / "s.vnnlib"
+    spec.write_text("(declare-const X_0 Real)(declare-const X_1 Real)" + "".join(
+        f"(declare-const Y_{j} Real)" for j in range(3)) +
+        "(assert (or (and (>= X_0 0) (<= X_0 0.3) (>= X_1 0) (<= X_1 0.3))"
+        "            (and (>= X_0 0.7) (<= X_0 0.9) (>= X_1 0) (<= X_1 0.3))))"
+        "(assert (>= Y_0 Y_2))")
+    res = solve_instance(net_path, spec, 20)
+    assert res.result == "sat" and 0.7 <= res.x[0] <= 0.9
+    spec.write_text(spec.read_text().replace("(>= X_0 0.7) (<= X_0 0.9)", "(>= X_0 0.1) (<= X_0 0.45)"))
+    assert solve_instance(net_path, spec, 20).result == "unsat"
+
+
+# --------------------------------------------------------------------------- random nets vs brute force
+
+def _brute_force_cases(root, per_answer=3):
+    """Random small nets and boxes, robust ones only where symbolic bounds cannot prove it; the exact
+    minimum margin (float32 weights, as in the ONNX file) is known by pattern enumeration."""
+    rng = np.random.default_rng(7)
+    cases = {"sat": [], "unsat": []}
+    for attempt in range(400):
+        if min(len(v) for v in cases.values()) >= per_answer:
+            break
+        net = random_net(rng, (3, 6, 5, 3))
+        c, r = rng.random(3), rng.uniform(0.05, 0.3)
+        lo, hi = c - r, c + r
+        label = int(np.argmax(net.forward(c)[0]))
+        bounds = interval_bounds(net, lo, hi)
+        if sum(int(((b.lower < 0) & (b.upper > 0)).sum()) for b in bounds) > 8:
+            continue
+        sym = hamverify.bounds.compute_bounds(net, lo, hi, "symbolic")
+        if np.delete(hamverify.bounds.margin_lower_bounds(net, lo, hi, sym, label), label).min() > -0.05:
+            continue  # bounds (nearly) prove it: not a MILP instance
+        name = f"r{attempt}"
+        path = write_net(root / f"{name}.onnx", net)
+        net = import_onnx(path).net  # the float32-rounded weights are the network
+        bounds = interval_bounds(net, lo, hi)
+        truth = min(brute_force_min_margin(net, lo, hi, bounds, label, t) for t in range(3) if t != label)
+        answer = "sat" if truth < 0 else "unsat"
+        if abs(truth) < 1e-3 or len(cases[answer]) >= per_answer:
+            continue
+        out = "(assert (or " + " ".join(f"(and (>= Y_{t} Y_{label}))" for t in range(3) if t != label) + "))"
+        cases[answer].append((path, write_spec(root / f"{name}.vnnlib", lo, hi, 3, out), answer))
+    return cases["sat"] + cases["unsat"]
+
+
+@pytest.fixture(scope="module")
+def brute(tmp_path_factory):
+    return _brute_force_cases(tmp_path_factory.mktemp("brute"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_random_nets_agree_with_brute_force_without_pgd(brute, mode, monkeypatch):
+    original = Checker.attack
+
+    def no_pgd(self, lo, hi, disjuncts, starts=None, **kw):  # only the polishing of solver points stays
+        return original(self, lo, hi, disjuncts, starts=starts, **kw) if starts else []
+
+    monkeypatch.setattr(Checker, "attack", no_pgd)
+    answers = [case[2] for case in brute]
+    assert "sat" in answers and "unsat" in answers
+    for path, spec, answer in brute:
+        res = solve_instance(path, spec, 30, mode=mode)
+        assert res.result == answer, (path.name, res.reason)
+        assert res.decided_by == "milp" and res.milp_solves > 0
+
+
+# ------------------------------------------------------------------------------------- soundness guards
+
+def test_no_sat_without_validation(hand, monkeypatch):
+    _, net_path, specs = hand
+    monkeypatch.setattr(Checker, "validate", lambda self, *a, **k: None)
+    res = solve_instance(net_path, specs["cex_in_box"], 20)
+    assert res.result == "unknown" and "not confirmed" in res.reason
+
+
+@pytest.mark.parametrize("status,expected", [("unknown", "unknown"), ("timeout", "timeout")])
+def test_no_unsat_without_a_final_solver_status(hand, monkeypatch, status, expected):
+    _, net_path, specs = hand
+
+    def no_proof(net, lo, hi, bounds, C):
+        return np.full(len(C), -np.inf)  # bounds prove nothing: every disjunct goes to the MILP
+
+    monkeypatch.setattr(hamverify.bounds, "specification_lower_bounds", no_proof)
+    assert solve_instance(net_path, specs["robust"], 20).result == "unsat"  # the MILP proves it
+    monkeypatch.setattr(hamverify.milp.highs, "solve_highs",
+                        lambda *a, **k: SolveResult(status, None, None, None, 0.0, "doctored"))
+    assert solve_instance(net_path, specs["robust"], 20).result == expected
+
+
+def test_size_mismatch_is_one_line(hand, tmp_path):
+    _, net_path, _ = hand
+    spec = write_spec(tmp_path / "s.vnnlib", [0, 0, 0], [1, 1, 1], 3, "(assert (>= Y_0 Y_1))")
+    with pytest.raises(HamverifyError) as exc:
+        solve_instance(net_path, spec, 10)
+    assert "3 inputs" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_float32_in_box():
+    lo, hi = np.array([0.1, 0.2, -1.0]), np.array([0.1 + 2e-9, 0.3, 1.0])  # float32(0.1) > 0.1
+    x = float32_in_box([0.1, 0.25, 2.0], lo, hi)
+    assert np.array_equal(x, x.astype(np.float32)) and np.all((x >= lo) & (x <= hi))
+    assert float32_in_box([0.1], np.array([0.1 + 1e-12]), np.array([0.1 + 2e-12])) is None
+
+
+# -------------------------------------------------------------------------------------------- batches
+
+def _instances(root, specs, extra=()):
+    rows = [["hand.onnx", f"{name}.vnnlib", "20"] for name in ("robust", "cex_in_box", "rows_conjoined")]
+    rows += [list(r) for r in extra]
+    with open(root / "instances.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return root / "instances.csv"
+
+
+def test_batch_csv_resume_and_errors(hand, tmp_path, monkeypatch):
+    root, _, specs = hand
+    instances = _instances(root, specs, [("hand.onnx", "missing.vnnlib", "5")])
+    results = tmp_path / "out" / "results.csv"
+    rows = run_batch(instances, results, workers=1, log=lambda m: None)
+    assert [r[:3] for r in rows] == [["hand.onnx", "robust.vnnlib", "unsat"], ["hand.onnx", "cex_in_box.vnnlib", "sat"],
+                                     ["hand.onnx", "rows_conjoined.vnnlib", "unsat"],
+                                     ["hand.onnx", "missing.vnnlib", "error"]]
+    assert all(float(r[3]) >= 0 for r in rows)
+    cex = (tmp_path / "out" / "results.csv.cex" / "hand__cex_in_box.txt").read_text()
+    assert cex.startswith("sat\n((X_0 ")
+    # resume: nothing is decided again; a torn last line is dropped and only that instance reruns
+    text = results.read_text().splitlines()
+    results.write_text("\n".join(text[:-1]) + "\nhand.onnx,missing.vnn")
+    calls = []
+    import hamverify.vnncomp as vnncomp
+    real = vnncomp.solve_instance
+    monkeypatch.setattr(vnncomp, "solve_instance", lambda *a, **k: calls.append(a) or real(*a, **k))
+    rows2 = run_batch(instances, results, workers=1, log=lambda m: None)
+    assert len(calls) == 1 and str(calls[0][1]).endswith("missing.vnnlib")
+    assert [r[:3] for r in rows2] == [r[:3] for r in rows]
+    assert len(read_results(results)) == 4 and len(results.read_text().splitlines()) == 4
+
+
+def test_cli_single_and_batch(hand, tmp_path):
+    root, net_path, specs = hand
+    runner = CliRunner()
+    out = tmp_path / "r.txt"
+    res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(specs["cex_in_box"]),
+                               "--timeout", "20", "--results", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("sat\n((X_0 ") and res.stdout == out.read_text()
+    res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(specs["robust"])])
+    assert res.exit_code == 0 and res.stdout == "unsat\n"
+    instances = _instances(root, specs)
+    res = runner.invoke(main, ["vnnlib", "--instances", str(instances), "--results", str(tmp_path / "b.csv"),
+                               "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "b.csv") as f:
+        assert [r[2] for r in csv.reader(f)] == ["unsat", "sat", "unsat"]
+    for args, needle in ((["--instances", str(instances)], "--results"),
+                         (["--instances", str(instances), "--onnx", str(net_path), "--results", "x.csv"], "not both"),
+                         (["--onnx", str(net_path)], "--vnnlib"),
+                         (["--onnx", str(net_path), "--vnnlib", str(root / "nope.vnnlib")], "not found")):
+        res = runner.invoke(main, ["vnnlib", *args])
+        assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1
+    bad = tmp_path / "bad.vnnlib"
+    bad.write_text("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)(assert (>= Y_5 0))")
+    res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(bad)])
+    assert res.exit_code == 2 and "undeclared variable Y_5" in res.output
