@@ -180,19 +180,21 @@ def main(argv=None):
 
         if not args.no_workers:
             s = settings(args.workers_config)
-            walls, statuses = {}, {}
+            walls, statuses, busy = {}, {}, {}
             # 1 worker (in this process, verifier already built), then 2 workers twice: "cold" pays
             # loky's process start-up and each worker's model load, "warm" reuses that pool.
             for tag, workers in (("1", 1), ("2 cold", 2), ("2 warm", 2)):
                 records, walls[tag] = run_config(model, s, x, y, indices, workers, tmp,
                                                  f"{args.workers_config}_{tag.replace(' ', '_')}")
                 statuses[tag] = [r.status for r in records]
+                busy[tag] = sum(r.time_total for r in records)
             same = statuses["1"] == statuses["2 cold"] == statuses["2 warm"]
             print(f"\nworkers ({args.workers_config}, {len(indices)} inputs, wall time): 1 worker {walls['1']:.1f} s; "
                   f"2 workers {walls['2 cold']:.1f} s cold (incl. pool start-up, ratio 2/1 = "
                   f"{walls['2 cold'] / walls['1']:.2f}), {walls['2 warm']:.1f} s warm (ratio 2/1 = "
                   f"{walls['2 warm'] / walls['1']:.2f}, speed-up {walls['1'] / walls['2 warm']:.2f}x); "
-                  f"same verdicts: {'yes' if same else 'NO'}")
+                  f"same verdicts: {'yes' if same else 'NO'}; sum of per-input times 1 / 2 cold / 2 warm: "
+                  f"{busy['1']:.1f} / {busy['2 cold']:.1f} / {busy['2 warm']:.1f} s")
     return 0
 
 

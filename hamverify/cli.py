@@ -316,8 +316,8 @@ def export_cmd(model_path, out):
               help="Seconds per instance (one instance: default 300; batch: overrides the CSV's).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch: instances decided in parallel.")
-@click.option("--mode", type=click.Choice(["per-disjunct", "disjunction"]), default="per-disjunct",
-              show_default=True, help="One MILP per disjunct, or one MILP with a binary per disjunct.")
+@click.option("--mode", type=click.Choice(["disjunction", "per-disjunct"]), default="disjunction",
+              show_default=True, help="One MILP with a binary per disjunct, or one MILP per disjunct.")
 @one_line_errors
 def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode):
     """Decide VNN-LIB properties of ONNX networks: sat (+ counterexample), unsat, timeout or unknown."""

@@ -12,11 +12,27 @@ outputs satisfy that disjunct's rows ``C y <= d``.  Per input box (:class:`~hamv
    *robust* (a final solver status, see :func:`hamverify.milp.highs.solve_highs`) proves the
    disjunct infeasible; a point with ``t < 0`` is a candidate counterexample.
 
-Default ``mode="per-disjunct"`` (one MILP per disjunct, cheapest first; stops at the first
-validated counterexample).  ``mode="disjunction"`` puts all the box's open disjuncts into one
-MILP with a binary per disjunct (``sum s_k = 1``, rows ``C_k y - d_k <= t + M_k (1 - s_k)``).
-Measured on trained MNIST networks with VNN-COMP-style robustness specs (9 one-row disjuncts per
-box), one MILP per disjunct was faster; see ``benchmarks/vnnlib_modes.py`` and docs/vnnlib.md.
+``mode="disjunction"`` (the default) puts all of a box's open disjuncts into one MILP with a binary
+per disjunct (``sum_k s_k = 1``, rows ``C_k y - d_k <= t + M_k (1 - s_k)``, big-M from the bounds);
+``mode="per-disjunct"`` solves one MILP per disjunct, the least constrained first.  Measured with
+``benchmarks/vnnlib_modes.py`` (2 cores, both modes alternated in one process, 60 s timeout) on
+VNN-COMP-style MNIST robustness instances (9 one-row disjuncts "Y_j >= Y_label" per image) of
+small trained MLPs, counting only instances that reached the MILP:
+
+=====================  =========  ======================  ======================
+network, eps           instances  per-disjunct: total s   disjunction: total s
+                                  (timeouts at 60 s)      (timeouts at 60 s)
+=====================  =========  ======================  ======================
+784-64-64-10, 0.03     5          8.2                     7.9
+784-64-64-10, 0.04     3          61.7 (hardest 48.1)     25.6 (hardest 13.5)
+784-64-64-10, 0.05     2          60.7 (1 timeout)        60.7 (1 timeout)
+784-100-100-10, 0.035  5          175.2 (2 timeouts)      137.7 (1 timeout)
+=====================  =========  ======================  ======================
+
+(Times are whole instances: PGD, bounds, encoding and solves.)  The joint MILP was at most ~10%
+slower on the easy instances and up to 3.5x faster on the hard ones, where it also decided one
+instance the other mode timed out on: one branch-and-bound tree over the shared ReLU binaries
+replaces one tree per disjunct, each branching on them again.
 
 Soundness rules: ``sat`` only with a counterexample that (a) lies in the box in float32 (it is
 rounded to float32 values inside the box, which are what gets reported), (b) satisfies every row of
@@ -43,7 +59,7 @@ from . import HamverifyError
 from .vnnlib import Region, VnnlibSpec, parse_vnnlib
 
 RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
-MODES = ("per-disjunct", "disjunction")
+MODES = ("disjunction", "per-disjunct")
 ORT_ATOL = 1e-5  # float32 onnxruntime outputs may exceed a row by this much (float64 may not at all)
 PGD_BATCH = 256  # PGD starting points per box, spread over its disjuncts
 PGD_STEPS = 40
@@ -190,7 +206,8 @@ def spec_milp(base, logits, disjuncts, lower, upper):
     n = n0 + 1 + (K if K > 1 else 0)
     # t >= max_r (C y - d)_r for the chosen disjunct >= the smallest of the disjuncts' row maxima
     t_lo = float(min(np.max(lo, initial=-np.inf) for lo in lower))
-    t_lo = t_lo if np.isfinite(t_lo) else -1e9
+    if K > 1 and not (np.isfinite(t_lo) and all(np.isfinite(u).all() for u in upper)):
+        raise HamverifyError("the disjunction's big-M values need finite bounds")
     blocks, rlo, rhi = [_pad_cols(base.A, n)], [base.row_lower], [base.row_upper]
     for k, (C, d) in enumerate(disjuncts):
         r = C.shape[0]
@@ -283,7 +300,9 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     if not _encoding_admits(base, (lo + hi) / 2):
         stats["reasons"].append("the bounds exclude the network's own point at the box centre")
         return "unknown"
-    groups = [[k] for k in open_] if mode == "per-disjunct" or len(open_) == 1 else [open_]
+    finite = all(np.isfinite(lower[k]).all() and np.isfinite(upper[k]).all() for k in open_)
+    joint = mode == "disjunction" and len(open_) > 1 and finite  # big-M needs finite bounds
+    groups = [open_] if joint else [[k] for k in open_]
     reasons = []
     for group in groups:
         remaining = deadline - time.monotonic()
@@ -317,7 +336,7 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     return "unsat"
 
 
-def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "per-disjunct",
+def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "disjunction",
                    tol: float = 1e-6, seed: int = 0) -> InstanceResult:
     """Decide one instance; input errors raise HamverifyError (one line)."""
     from .onnx_io import import_onnx, load_onnx_proto
@@ -333,7 +352,7 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
     return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0)
 
 
-def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "per-disjunct", tol: float = 1e-6,
+def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "disjunction", tol: float = 1e-6,
            seed: int = 0, t0: float | None = None) -> InstanceResult:
     t0 = time.monotonic() if t0 is None else t0
     net = imported.net
@@ -440,7 +459,7 @@ def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: st
 
 
 def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | None = None,
-              mode: str = "per-disjunct", log=print, progress: bool = False) -> list[list[str]]:
+              mode: str = "disjunction", log=print) -> list[list[str]]:
     """Decide every instance of a VNN-COMP ``instances.csv``; rows already in ``results_csv`` are
     kept (resume).  New rows are appended as they finish; at the end the file is rewritten in
     the instances' order.  ``sat`` counterexamples go to ``<results>.cex/``.  Returns the rows."""

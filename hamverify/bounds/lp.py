@@ -194,6 +194,7 @@ class _NeuronLp:
         self.target_cols = target_cols
         self.highs = _new_highs(arrays, solver)
         self._cost_col: int | None = None
+        self._last_optimal_basis = None
 
     def minimize(self, target: int, sign: float, time_limit: float) -> float | None:
         """Certified lower bound of ``sign * z_target``, or None if the solve was not optimal."""
@@ -205,15 +206,23 @@ class _NeuronLp:
         # HiGHS's time limit is on the instance's cumulative run time.
         self.highs.setOptionValue("time_limit", self.highs.getRunTime() + max(time_limit, 1e-3))
         self.highs.run()
-        if self.highs.getModelStatus() != self._optimal:
-            return None
         solution = self.highs.getSolution()
-        if not solution.dual_valid:
+        if self.highs.getModelStatus() != self._optimal or not solution.dual_valid:
+            self._restart_from_last_optimal_basis()
             return None
+        self._last_optimal_basis = self.highs.getBasis()
         cost = np.zeros(self.arrays.A.shape[1])
         cost[col] = sign
         value = certified_lower_bound(self.arrays, cost, np.asarray(solution.row_dual))
         return value - LP_BOUND_PADDING * (1.0 + abs(value))
+
+    def _restart_from_last_optimal_basis(self):
+        """A stopped simplex leaves a basis from which the following solves stall one after
+        another (measured: every later LP hit its limit until one restarted from scratch)."""
+        if self._last_optimal_basis is not None:
+            self.highs.setBasis(self._last_optimal_basis)
+        else:
+            self.highs.clearSolver()
 
     def tighten_column(self, target: int, lower: float, upper: float):
         """Tightened bounds of a target are valid constraints for the LPs that follow."""
