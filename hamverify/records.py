@@ -71,7 +71,10 @@ def read_records(path) -> tuple[list[VerificationRecord], str | None]:
         if not line.strip():
             continue
         try:
-            records.append(VerificationRecord.from_dict(json.loads(line)))
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise TypeError("not a record")
+            records.append(VerificationRecord.from_dict(obj))
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
             is_last = all(not rest.strip() for rest in lines[i + 1:])
             if not is_last:

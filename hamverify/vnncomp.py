@@ -61,7 +61,9 @@ from .vnnlib import Region, VnnlibSpec, parse_vnnlib
 RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
 MODES = ("disjunction", "per-disjunct")
 ORT_ATOL = 1e-5  # float32 onnxruntime outputs may exceed a row by this much (float64 may not at all)
-PGD_BATCH = 256  # PGD starting points per box, spread over its disjuncts
+PGD_BATCH = 256  # PGD starting points per box (at most), spread over its disjuncts
+PGD_WORK = 2e8  # multiply-adds per PGD step: fewer starting points for larger networks
+PGD_SHARE = 0.1  # of the remaining budget, at most, for the falsification stage (at least 1 s)
 PGD_STEPS = 40
 
 
@@ -109,6 +111,7 @@ class Checker:
         self.module = IRModule(self.net).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        self.weights = sum(int(np.prod(a.W.shape)) for a in self.net.affines)  # dense entries
 
     def ort(self, x: np.ndarray) -> np.ndarray:
         from .onnx_io import onnx_run
@@ -147,7 +150,8 @@ class Checker:
                                            for _, p in starts]))
             step0 = float((hi - lo).max()) / 50 or 1e-3
         else:
-            per = max(1, PGD_BATCH // K)
+            batch = int(min(PGD_BATCH, max(K, PGD_WORK // max(self.weights, 1))))
+            per = max(1, batch // K)
             ks = np.repeat(np.arange(K), per)
             gen = torch.Generator().manual_seed(seed)
             x = lo_t + (hi_t - lo_t) * torch.rand(len(ks), len(lo), generator=gen, dtype=torch.float64)
@@ -170,7 +174,7 @@ class Checker:
             with torch.no_grad():
                 better = v < best_v
                 best_v[better], best_x[better] = v[better].detach(), x.detach()[better]
-            if bool((best_v < -1e-4).all()):
+            if bool((best_v < -1e-4).any()):  # one clear counterexample is enough
                 break
             grad, = torch.autograd.grad(v[torch.isfinite(v)].sum(), x) if torch.isfinite(v).any() else (
                 torch.zeros_like(x),)
@@ -280,7 +284,8 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
             try_points([(k, (lo + hi) / 2, -np.inf)], "trivial")
             stats["reasons"].append("the input box holds no float32 value")
             return "unknown"
-    try_points(checker.attack(lo, hi, disjuncts, seed=seed, deadline=deadline)[:32], "pgd")
+    pgd_deadline = min(deadline, time.monotonic() + max(1.0, PGD_SHARE * (deadline - time.monotonic())))
+    try_points(checker.attack(lo, hi, disjuncts, seed=seed, deadline=pgd_deadline)[:32], "pgd")
     if time.monotonic() >= deadline:
         return "timeout"
 
