@@ -4,9 +4,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Offline demo size, chosen by measurement to finish in a few minutes on 2 cores (see README).
+# The demo verifies the first 100 test images (the embedded ones when no data set is installed);
+# measured: about 0.3 s per input on the shipped model, so the full 120 s budget fits.
 DEMO_COUNT ?= 100
-DEMO_TIMEOUT ?= 30
 
 .PHONY: setup demo test clean
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/hamverify verify --eps 8/255 --workers 2 --count $(DEMO_COUNT) --timeout $(DEMO_TIMEOUT)
+	$(BIN)/hamverify verify --eps 8/255 --workers 2 --count $(DEMO_COUNT)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -182,3 +182,9 @@ def check_against_torch(net: Network, model: nn.Module, n: int = 8, seed: int = 
         ref = model.double()(torch.from_numpy(x)).numpy()
     model.float()
     return float(np.abs(net.forward(x) - ref).max())
+
+
+def from_onnx(path) -> Network:
+    """Import an ONNX ReLU network into the IR (see hamverify.onnx_io; needs the `onnx` extra)."""
+    from .onnx_io import from_onnx as _from_onnx
+    return _from_onnx(path)

@@ -154,6 +154,9 @@ def _new_highs(arrays: _LpArrays, solver: str):
     h.setOptionValue("solver", solver)
     # Primal simplex: after an objective change the old optimal basis stays primal feasible.
     h.setOptionValue("simplex_strategy", 4)
+    # Measured on cifar_small (conv-layer targets, 150 neurons): unscaled primal simplex took
+    # 7 s at 2/255 and 17 s at 8/255 against 18 s and 27 s scaled, with no stalled solves.
+    h.setOptionValue("simplex_scale_strategy", 0)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = arrays.A.shape[1], arrays.A.shape[0]
     lp.col_cost_ = np.zeros(lp.num_col_)
