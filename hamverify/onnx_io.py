@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import HamverifyError, __version__
+from .models import ReLUNet
 from .network import Affine, Network
 
 EXPORT_OPSET = 13
@@ -688,7 +689,7 @@ def from_onnx(source) -> Network:
 
 # ===================================================================================== IR -> torch
 
-class IRModule(nn.Sequential):
+class IRModule(ReLUNet):
     """The IR as a torch module: Flatten, Linear, ReLU, ..., Linear (dense weights, float64 by
     default), taking ``[N, *input_shape]`` (any shape with ``input_size`` values per sample).
 
@@ -709,15 +710,6 @@ class IRModule(nn.Sequential):
                 layers.append(nn.ReLU())
         super().__init__(*layers)
         self.input_shape = tuple(net.input_shape)
-
-    def forward_with_preacts(self, x):
-        """Same contract as :meth:`hamverify.models.ReLUNet.forward_with_preacts`."""
-        preacts = []
-        for layer in self:
-            if isinstance(layer, nn.ReLU):
-                preacts.append(x.flatten(1))
-            x = layer(x)
-        return x, preacts
 
 
 # ===================================================================================== model loading

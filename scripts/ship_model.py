@@ -53,7 +53,14 @@ def main():
     meta = read_checkpoint(src)
     cfg = TrainConfig.from_dict(meta["config"])
     dst = MODELS / f"{args.name}.pt"
-    shutil.copyfile(src, dst)
+    if "optimizer_state" in meta:
+        # A run's last.pt: ship the weights and metadata without the optimizer's moments.
+        import torch
+        payload = torch.load(src, map_location="cpu", weights_only=True)
+        payload.pop("optimizer_state")
+        torch.save(payload, dst)
+    else:
+        shutil.copyfile(src, dst)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     epochs = [r for r in log if isinstance(r.get("epoch"), int)]
     final = next((r for r in log if r.get("epoch") == "final"), {})

@@ -20,13 +20,6 @@ RELU_WIDTHS = {("cifar_small", "cifar10"): [4096, 2048, 128], ("mnist_small", "m
                ("tiny_mlp", "cifar10"): [8, 8]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with a background run: one torch thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_every_registered_architecture_is_covered():

@@ -15,12 +15,6 @@ ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_ml
                  ("tiny_mlp", "cifar10")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 _BUILT: dict = {}

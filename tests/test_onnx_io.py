@@ -30,12 +30,6 @@ needs_mnist = pytest.mark.skipif(not (DATA / "mnist" / "test.npz").is_file(), re
 ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def one_line(exc_info) -> str:

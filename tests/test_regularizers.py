@@ -13,12 +13,6 @@ from hamverify.regularizers import (STABILITY_FORMS, hamming_loss, interval_prea
 from hamverify.train import TrainConfig, regularized_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _gen(seed=0):

@@ -19,13 +19,6 @@ from hamverify.train import TrainConfig, eps_at, gamma_factor_at, lr_at, train
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with a background run: one torch thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

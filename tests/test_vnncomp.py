@@ -26,12 +26,6 @@ from hamverify.vnncomp import (MODES, Checker, float32_in_box, read_results, run
 from milp import brute_force_min_margin, interval_bounds, random_net  # noqa: E402  (tests/milp helpers)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_net(path, net: Network):
