@@ -223,8 +223,8 @@ def verify(config_file, as_json, quiet, **flags):
             raise
         x, y = samples
         embedded = True
-        log(f"no {dataset} data found ({str(exc).split(';')[0]}); using the {len(x)} embedded official "
-            f"test images in models/samples")
+        log(f"no {dataset} {split} data under the data root or online: using the {len(x)} embedded official "
+            f"{dataset} test images in models/samples")
     start = v.get("start", 0)
     if start >= len(x):
         raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
