@@ -151,7 +151,8 @@ def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, res
 
 
 VERIFY_KEYS = {"model", "dataset", "split", "eps", "timeout", "tightening", "backend", "pulp_solver", "start",
-               "count", "workers", "results", "tol", "data_dir", "pgd_restarts", "pgd_steps"}
+               "count", "workers", "results", "tol", "data_dir", "pgd_restarts", "pgd_steps", "scheduler",
+               "max_memory_per_worker"}
 
 
 def _verify_settings(config_file, cli: dict) -> dict:
@@ -187,6 +188,12 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--config", "config_file", type=click.Path(), default=None, help="verify_configs/*.toml")
 @click.option("--data-dir", type=click.Path(), default=None)
 @click.option("--tol", type=float, default=None, help="Proven margin must exceed this (logits).")
+@click.option("--scheduler", default=None,
+              help="Run on Dask: tcp://HOST:PORT of a running scheduler, local:N (start N local worker "
+                   "processes), or a scheduler file (.json). See docs/SCALING.md.")
+@click.option("--max-memory-per-worker", default=None,
+              help="e.g. 4GB, 512MB, 2GiB: memory an input may use in a worker beyond the loaded model; "
+                   "an input that needs more is recorded error (memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
@@ -232,10 +239,13 @@ def verify(config_file, as_json, quiet, **flags):
     indices = list(range(start, min(start + count, len(x))))
     results = v.get("results") or default_results_path(model_path, dataset, "samples" if embedded else split, eps)
     log(f"verifying {len(indices)} inputs of {dataset} {split} at eps {eps:.6g} with {settings.tightening} bounds "
-        f"+ {settings.backend}, timeout {settings.timeout:g}s, {v.get('workers', 1)} worker(s) -> {results}")
+        f"+ {settings.backend}, timeout {settings.timeout:g}s, "
+        f"{'scheduler ' + str(v['scheduler']) if v.get('scheduler') else str(v.get('workers', 1)) + ' worker(s)'} "
+        f"-> {results}")
     t0 = _time.time()
     records = run_verification(model_path, settings, x, y, indices, results, workers=v.get("workers", 1),
-                               progress=not quiet, log=log, dataset=dataset)
+                               progress=not quiet, log=log, dataset=dataset, scheduler=v.get("scheduler"),
+                               max_memory_per_worker=v.get("max_memory_per_worker"))
     summary = summarize(records)
     if as_json:
         click.echo(json.dumps({**summary, "results": str(results), "wall_time": _time.time() - t0}, indent=2))

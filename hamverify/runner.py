@@ -1,20 +1,43 @@
-"""The batch runner of `hamverify verify`: joblib (loky) worker processes, one record per input
-appended as results arrive, resume from an existing results file."""
+"""The batch runner of `hamverify verify`: one record per input, appended by the driver as results
+arrive, and a rerun resumes from the results file.
+
+Where inputs run:
+  * one worker, no memory limit: in the driver process;
+  * ``workers > 1`` or ``max_memory_per_worker``: hamverify's own pool of spawned worker processes,
+    each holding one input at a time, so a worker that dies costs only its input: the input is
+    retried once (WORKER_DEATH_RETRIES) in a fresh process, then recorded ``error`` with the
+    reason;  (joblib/loky and concurrent.futures pools break as a whole when one worker dies);
+  * ``scheduler``: a Dask cluster (hamverify.cluster), one future per input; the scheduler
+    reschedules the input of a dead worker (``allowed-failures`` 1), a ``KilledWorker`` becomes
+    an ``error`` record.
+Each worker process loads the model once (load_verifier's per-process cache).
+
+Test hooks, environment variables read where an input is verified (tests only):
+  HAMVERIFY_TEST_CRASH_INDEX=i          the process verifying input i exits at once (os._exit(1)),
+                                        as if killed mid-input;
+  HAMVERIFY_TEST_ALLOCATE_BYTES=n       input HAMVERIFY_TEST_ALLOCATE_INDEX (default: every input)
+                                        first allocates n bytes (torch.empty), a memory-hungry input.
+"""
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import pathlib
+import signal
 import sys
 import time
+import traceback
 import warnings
 
 import numpy as np
 
-from . import HamverifyError
+from . import HamverifyError, __version__
 from .records import (ResultsWriter, VerificationRecord, check_compatible, dedupe_latest, read_records,
                       rewrite_records)
 from .verify import Verifier, VerifySettings
 
+WORKER_DEATH_RETRIES = 1  # a worker that dies mid-input: rerun that input this many more times
 _WORKER_CACHE: dict = {}
 
 
@@ -35,12 +58,96 @@ def load_verifier(model_path: str, settings: VerifySettings, dataset: str | None
     return _WORKER_CACHE[key]
 
 
+def _address_space() -> int | None:
+    """This process's virtual memory size in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def resident_memory() -> int | None:
+    """This process's resident set size in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_MEMORY_CAP: dict = {}
+
+
+def limit_worker_memory(extra_bytes: int) -> int | None:
+    """Cap this worker process's address space (RLIMIT_AS) at its size when first called (after the
+    model is loaded: ~0.7 GB for cifar_small, mostly torch) plus ``extra_bytes``, so that an input
+    needing more fails to allocate (MemoryError, or torch's RuntimeError) instead of exhausting
+    the machine.  Returns the cap in bytes, or None where the platform cannot enforce one."""
+    if _MEMORY_CAP.get("extra") == extra_bytes:
+        return _MEMORY_CAP["cap"]
+    try:
+        import resource
+    except ImportError:
+        return None
+    baseline = _MEMORY_CAP.get("baseline") or _address_space()
+    if baseline is None:
+        return None
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = baseline + int(extra_bytes)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    _MEMORY_CAP.update(baseline=baseline, extra=extra_bytes, cap=cap)
+    return cap
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    """numpy's MemoryError, or torch's allocator failure (a RuntimeError: "DefaultCPUAllocator:
+    can't allocate memory ...", "out of memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("allocate memory" in msg or "out of memory" in msg
+                                              or "cannot allocate" in msg or "can't allocate" in msg)
+
+
+def error_record(settings: VerifySettings, model_sha256: str, index: int, label: int, reason: str
+                 ) -> VerificationRecord:
+    return VerificationRecord(index=int(index), label=int(label), status="error", reason=reason, eps=settings.eps,
+                              tightening=settings.tightening, backend=settings.backend,
+                              model_sha256=model_sha256, hamverify_version=__version__)
+
+
+def _test_hooks(index: int) -> None:
+    """The HAMVERIFY_TEST_* hooks of the module docstring (tests only)."""
+    crash = os.environ.get("HAMVERIFY_TEST_CRASH_INDEX")
+    if crash not in (None, "") and int(crash) == int(index):
+        os._exit(1)
+    nbytes = os.environ.get("HAMVERIFY_TEST_ALLOCATE_BYTES")
+    where = os.environ.get("HAMVERIFY_TEST_ALLOCATE_INDEX")
+    if nbytes and (where in (None, "") or int(where) == int(index)):
+        import torch
+        hog = torch.empty(int(float(nbytes)), dtype=torch.uint8)  # fails under the memory cap
+        del hog
+
+
 def verify_task(model_path: str, settings: VerifySettings, index: int, x_uint8: np.ndarray, label: int,
-                dataset: str | None = None):
-    """One input, in a worker process; x is uint8 HWC as stored in the dataset."""
+                dataset: str | None = None, memory_limit: int | None = None):
+    """One input, in a worker process; x is uint8 HWC as stored in the dataset.  With
+    ``memory_limit`` (bytes) the process's address space is capped at its size after loading
+    the model plus that much; an input that runs out is recorded ``error`` with reason ``memory``."""
     verifier = load_verifier(model_path, settings, dataset)
+    if memory_limit:
+        limit_worker_memory(memory_limit)
     x = np.transpose(np.asarray(x_uint8, dtype=np.float64) / 255.0, (2, 0, 1))
-    return verifier.verify(x, label, index)
+    try:
+        _test_hooks(index)
+        return verifier.verify(x, label, index)
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_memory_error(exc):
+            raise
+        return error_record(settings, verifier.model_sha256, index, label, "memory"), None
 
 
 def default_results_path(model_path, dataset: str, split: str, eps: float) -> pathlib.Path:
@@ -75,12 +182,206 @@ def save_counterexample(results_path, index: int, point: np.ndarray, input_shape
     return str(path)
 
 
+def _describe_exit(code) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (" (possibly the kernel's out-of-memory killer)" if -code == signal.SIGKILL else "")
+    return f"exit code {code}"
+
+
+def _pool_worker(conn, model_path, settings, dataset, memory_limit):
+    """A local worker process: load the model, cap memory, then verify one input per message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's; it ends the workers
+
+    def send(kind, payload, tb=""):
+        try:
+            conn.send((kind, payload, tb))
+        except (BrokenPipeError, EOFError, OSError):
+            raise SystemExit(0)  # the driver is gone
+        except Exception:  # unpicklable exception
+            conn.send(("raise", RuntimeError(f"{payload!r}"), tb))
+
+    try:
+        load_verifier(model_path, settings, dataset)
+        cap = limit_worker_memory(memory_limit) if memory_limit else None
+    except BaseException as exc:
+        send("raise", exc, traceback.format_exc())
+        return
+    send("ready", cap)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        index, x, label = job
+        try:
+            out = verify_task(model_path, settings, index, x, label, dataset, memory_limit)
+        except Exception as exc:
+            send("raise", exc, traceback.format_exc())
+        else:
+            send("ok", out)
+
+
+class _Worker:
+    def __init__(self, ctx, args):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_pool_worker, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.job = None
+
+    def ask_to_stop(self):
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+
+    def stop(self, wait: float = 2.0):
+        self.ask_to_stop()
+        self.proc.join(wait)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(wait)
+        self.conn.close()
+
+
+def _raise_from_worker(exc: BaseException, tb: str, where: str):
+    if not isinstance(exc, HamverifyError):
+        exc.add_note(f"raised in a worker process ({where}):\n{tb}")
+    raise exc
+
+
+def _run_pool(jobs, model_path, settings, dataset, workers, memory_limit, sha, log):
+    """Yield (record, counterexample) per job (index, x, label) as local worker processes finish
+    them; a worker that dies mid-input is replaced and its input retried, then recorded error."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+    ctx = multiprocessing.get_context("spawn")
+    args = (str(model_path), settings, dataset, memory_limit)
+    pending = collections.deque(jobs)
+    deaths: dict[int, int] = {}
+    pool = [_Worker(ctx, args) for _ in range(min(workers, len(pending)))]
+    try:
+        while pending or any(w.job is not None for w in pool):
+            for k, w in enumerate(pool):
+                if w.ready and w.job is None and pending:
+                    if not w.proc.is_alive():  # died while idle: no input to blame
+                        w.stop(0)
+                        pool[k] = _Worker(ctx, args)
+                        continue
+                    w.job = pending.popleft()
+                    try:
+                        w.conn.send(w.job)
+                    except OSError:
+                        pass  # it died while idle: found below through its sentinel
+            waiting = {}
+            for w in pool:
+                if w.job is not None or not w.ready:
+                    waiting[w.conn] = waiting[w.proc.sentinel] = w
+            for obj in wait(list(waiting)):
+                w = waiting[obj]
+                if w not in pool:
+                    continue  # already handled (its conn and sentinel both fired)
+                msg = None
+                try:
+                    if w.conn.poll():
+                        msg = w.conn.recv()
+                except (EOFError, OSError):
+                    msg = None
+                if msg is None:
+                    if w.proc.is_alive() and obj is w.conn:
+                        continue
+                    w.proc.join(5)
+                    how = _describe_exit(w.proc.exitcode)
+                    pool[pool.index(w)] = _Worker(ctx, args)
+                    w.conn.close()
+                    if not w.ready:
+                        raise HamverifyError(f"a worker process died while starting ({how})")
+                    if w.job is None:
+                        continue
+                    index, _, label = w.job
+                    deaths[index] = deaths.get(index, 0) + 1
+                    if deaths[index] <= WORKER_DEATH_RETRIES:
+                        log(f"input {index}: its worker process died ({how}); retrying it in a fresh process")
+                        pending.appendleft(w.job)
+                    else:
+                        reason = (f"worker died: the worker process verifying it died {deaths[index]} times "
+                                  f"(last: {how})")
+                        log(f"input {index}: {reason}; recorded as error")
+                        yield error_record(settings, sha, index, label, reason), None
+                    continue
+                kind, payload, tb = msg
+                if kind == "ready":
+                    w.ready = True
+                elif kind == "ok":
+                    w.job = None
+                    yield payload
+                else:
+                    _raise_from_worker(payload, tb, f"input {w.job[0]}" if w.job else "starting")
+    finally:
+        for w in pool:
+            w.ask_to_stop()
+        for w in pool:
+            w.stop()
+
+
+def _run_dask(client, jobs, model_path, settings, dataset, memory_limit, sha, log):
+    """Yield (record, counterexample) per job as the cluster finishes them (one future each)."""
+    import uuid
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+    run = uuid.uuid4().hex[:8]
+    futures = {client.submit(_dask_task, str(model_path), settings, index, x, label, dataset, memory_limit,
+                             key=f"hamverify-verify-{run}-{index}", pure=False): (index, label)
+               for index, x, label in jobs}
+    try:
+        for fut in as_completed(futures):
+            index, label = futures[fut]
+            try:
+                out = fut.result()
+            except KilledWorker as exc:
+                n = getattr(exc, "allowed_failures", 1) + 1
+                reason = f"worker died: {n} Dask workers died while verifying it (KilledWorker)"
+                log(f"input {index}: {reason}; recorded as error")
+                out = error_record(settings, sha, index, label, reason), None
+            fut.release()
+            yield out
+    finally:
+        client.cancel(list(futures))
+
+
+def _dask_task(model_path, settings, index, x, label, dataset, memory_limit):
+    """verify_task on a Dask worker; the memory cap only where the worker runs one task at a time
+    (a per-process cap cannot be shared fairly by concurrent tasks)."""
+    if memory_limit:
+        try:
+            from distributed import get_worker
+            if get_worker().state.nthreads != 1:
+                memory_limit = None
+        except Exception:
+            pass
+    return verify_task(model_path, settings, index, x, label, dataset, memory_limit)
+
+
 def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.ndarray, indices: list[int],
                      results_path, workers: int = 1, progress: bool = True, log=print,
-                     dataset: str | None = None) -> list[VerificationRecord]:
+                     dataset: str | None = None, scheduler: str | None = None,
+                     max_memory_per_worker: int | str | None = None) -> list[VerificationRecord]:
     """Verify x[indices]; returns the records of exactly those indices (old and new).  ``dataset``
-    is needed for an ONNX model (its input shape), ignored for a checkpoint."""
-    from joblib import Parallel, delayed
+    is needed for an ONNX model (its input shape), ignored for a checkpoint.  ``scheduler``: a
+    Dask scheduler (hamverify.cluster.parse_scheduler), else local processes; ``max_memory_per_worker``:
+    bytes (or "4GB") an input may use in a worker beyond the loaded model."""
+    from .cluster import dask_client, format_bytes, parse_memory, parse_scheduler
+    spec = parse_scheduler(scheduler, workers if workers > 1 else None) if scheduler else None
+    memory = parse_memory(max_memory_per_worker) if max_memory_per_worker is not None else None
     verifier = load_verifier(model_path, settings, dataset)  # fail fast in the driver (model, IR, solver)
     sha, input_shape = verifier.model_sha256, verifier.input_shape
     done = prepare_resume(results_path, sha, settings.eps, log)
@@ -88,28 +389,44 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
     if len(todo) < len(indices):
         log(f"resuming: {len(indices) - len(todo)} of {len(indices)} inputs already in {results_path}")
     cores = os.cpu_count() or 1
-    if workers > cores:
-        warnings.warn(f"{workers} workers on {cores} cores: inputs will compete for CPU time and may time out")
-    writer = ResultsWriter(results_path)
-    bar = _progress(len(todo), progress)
-    counts = {"verified": 0, "falsified": 0, "timeout": 0}
-    try:
-        tasks = (delayed(verify_task)(str(model_path), settings, i, x[i], int(y[i]), dataset) for i in todo)
-        runner = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered") if workers > 1 else None
-        results = runner(tasks) if runner else (verify_task(str(model_path), settings, i, x[i], int(y[i]), dataset)
-                                                for i in todo)
-        for rec, cex in results:
-            if cex is not None:
-                rec.counterexample = save_counterexample(results_path, rec.index, cex, input_shape)
-            writer.write(rec)
-            done[rec.index] = rec
-            if rec.status in counts:
-                counts[rec.status] += 1
+    local_workers = spec.n_workers if spec and spec.kind == "local" else (workers if not spec else 0)
+    if local_workers > cores:
+        warnings.warn(f"{local_workers} workers on {cores} cores: inputs will compete for CPU time and may time out")
+    if memory:
+        log(f"memory: each worker process may use {format_bytes(memory)} beyond the loaded model")
+    jobs = [(i, x[i], int(y[i])) for i in todo]
+    cluster = contextlib.nullcontext()
+    if spec is not None and todo:
+        # a LocalCluster nanny limits a worker's whole resident memory: its baseline (about the
+        # driver's, which has loaded the same model) plus the allowance
+        cluster = dask_client(spec, memory + (resident_memory() or 0) if memory and spec.kind == "local" else None,
+                              log)
+    with cluster as client:  # connect (or start the cluster) before touching the results file
+        writer = ResultsWriter(results_path)
+        bar = _progress(len(todo), progress)
+        counts = {"verified": 0, "falsified": 0, "timeout": 0}
+        try:
+            if client is not None:
+                results = _run_dask(client, jobs, model_path, settings, dataset, memory, sha, log)
+            elif workers > 1 or memory:
+                results = _run_pool(jobs, model_path, settings, dataset, workers, memory, sha, log)
+            else:
+                results = (verify_task(str(model_path), settings, i, xi, yi, dataset) for i, xi, yi in jobs)
+            try:
+                for rec, cex in results:
+                    if cex is not None:
+                        rec.counterexample = save_counterexample(results_path, rec.index, cex, input_shape)
+                    writer.write(rec)
+                    done[rec.index] = rec
+                    if rec.status in counts:
+                        counts[rec.status] += 1
+                    if bar is not None:
+                        bar.set_postfix(counts)
+                        bar.update(1)
+            finally:
+                results.close()  # stops the worker processes / cancels the cluster's futures
+        finally:
+            writer.close()
             if bar is not None:
-                bar.set_postfix(counts)
-                bar.update(1)
-    finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
+                bar.close()
     return [done[i] for i in indices if i in done]
