@@ -26,7 +26,6 @@ import os
 import pathlib
 import signal
 import sys
-import time
 import traceback
 import warnings
 

@@ -92,7 +92,9 @@ def _primal(h: highspy.Highs, milp: MilpArrays):
     if info.primal_solution_status != int(highspy.SolutionStatus.kSolutionStatusFeasible):
         return None, None
     values = np.asarray(h.getSolution().col_value, dtype=np.float64)
-    return float(info.objective_function_value), milp.input_point(values)
+    # The objective of the values actually returned: after setSolution, HiGHS 1.16 was seen to
+    # report an improved objective alongside the seed's column values.
+    return float(milp.objective(values)), milp.input_point(values)
 
 
 def _verdict(model_status, objective, proven_bound, tol: float, cut_at_tol: bool) -> str:
