@@ -15,6 +15,14 @@ A neuron's post-activation is carried forward as an affine expression in the col
 column, and stable-active ones either their pre-activation expression itself (``"substitute"``,
 the default: fewest rows and columns) or the unit row of an extra column tied to it by an equality
 row (``"column"``: no fill-in when stably active chains compose through dense layers).
+
+Measured choices.  Substituting stable-active neurons: on a random-init ``mnist_small`` at eps
+0.004 (64 / 350 / 100 unstable ReLUs) both forms have the same LP relaxation, but the per-target
+MILPs proved robustness in 6.6-9.6 s in total with ``"substitute"`` and timed out at 60 s on the
+first target with ``"column"`` (4 of 4 instances).  One MILP per target class (what
+``hamverify.verify`` uses) rather than :func:`encode_min_margin`: on the same instances the single
+MILP took 1.7 s, 27 s, 34 s and one 60 s timeout against 7-10 s every time for the per-target
+MILPs, and per-target MILPs let the bounds skip every class they already exclude.
 """
 from __future__ import annotations
 
