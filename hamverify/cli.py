@@ -173,7 +173,7 @@ def _verify_settings(config_file, cli: dict) -> dict:
 
 @main.command()
 @click.option("--model", type=click.Path(), default=None,
-              help="Checkpoint (.pt), or ONNX (.onnx, inputs in [0,1]; needs --dataset and --eps).")
+              help="Checkpoint (.pt; default: the shipped models/cifar10_small_hamming_8_255.pt), or ONNX (.onnx, inputs in [0,1]; needs --dataset and --eps).")
 @click.option("--eps", type=EPS, default=None, help="l_inf radius in pixel units, e.g. 8/255 (default: the checkpoint's).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1).")
 @click.option("--timeout", type=float, default=None, help="Seconds per input, bounds + build + solve (default 120).")
