@@ -23,3 +23,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """MNIST test images and labels from the shared data (skips when it is absent)."""
+    root = shared_data_root()
+    if not (root / "mnist" / "test.npz").is_file() or not (root / "mnist" / "train.npz").is_file():
+        pytest.skip(f"MNIST not found under {root}")
+    from hamverify.data import load_dataset
+    return load_dataset("mnist", "test", root)

@@ -49,14 +49,6 @@ def train_tiny(path, seed=0, steps=150, eps=EPS, data_dir=None):
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    if not (data_root() / "mnist" / "test.npz").is_file() or not (data_root() / "mnist" / "train.npz").is_file():
-        pytest.skip(f"MNIST not found under {data_root()}")
-    from hamverify.data import load_dataset
-    return load_dataset("mnist", "test", data_root())
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("runner")
 

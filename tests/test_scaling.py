@@ -79,14 +79,6 @@ def test_allocation_failures_count_as_memory():
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    if not (data_root() / "mnist" / "test.npz").is_file() or not (data_root() / "mnist" / "train.npz").is_file():
-        pytest.skip(f"MNIST not found under {data_root()}")
-    from hamverify.data import load_dataset
-    return load_dataset("mnist", "test", data_root())
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("scaling")
 
