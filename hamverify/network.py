@@ -89,21 +89,33 @@ class Network:
         return self.affines[-1].forward(h)
 
 
-def _unroll_conv(conv: nn.Conv2d, in_shape: tuple[int, int, int], chunk: int = 1024):
-    """Exact matrix of a convolution (without bias): column i = conv(e_i)."""
+def conv_matrix(weight: np.ndarray, in_shape, strides, pads, dilations, group: int = 1, chunk: int = 1024):
+    """Exact CSR matrix of a 2-D convolution without bias (column i = conv(e_i)), ONNX padding
+    ``[top, left, bottom, right]``; returns (matrix, (C_out, H_out, W_out))."""
+    in_shape = tuple(int(s) for s in in_shape)
     d = int(np.prod(in_shape))
-    weight = conv.weight.detach().double().cpu()
+    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float64))
+    top, left, bottom, right = (int(p) for p in pads)
     cols, out_shape = [], None
     with torch.no_grad():
         for start in range(0, d, chunk):
             n = min(chunk, d - start)
             basis = torch.zeros(n, d, dtype=torch.float64)
             basis[torch.arange(n), torch.arange(start, start + n)] = 1.0
-            out = torch.nn.functional.conv2d(basis.view(n, *in_shape), weight, None, conv.stride,
-                                             conv.padding, conv.dilation, conv.groups)
-            out_shape = tuple(out.shape[1:])
+            padded = torch.nn.functional.pad(basis.view(n, *in_shape), (left, right, top, bottom))
+            out = torch.nn.functional.conv2d(padded, w, None, tuple(strides), 0, tuple(dilations), group)
+            out_shape = tuple(int(s) for s in out.shape[1:])
             cols.append(sp.csr_matrix(out.reshape(n, -1).numpy()))
     return sp.vstack(cols).T.tocsr(), out_shape
+
+
+def _unroll_conv(conv: nn.Conv2d, in_shape: tuple[int, int, int]):
+    """Exact matrix of a torch convolution (without bias); returns (matrix, output shape)."""
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        raise HamverifyError(f"Conv2d padding {conv.padding!r} / mode {conv.padding_mode!r} is not supported")
+    ph, pw = conv.padding
+    return conv_matrix(conv.weight.detach().double().cpu().numpy(), in_shape, conv.stride, (ph, pw, ph, pw),
+                       conv.dilation, conv.groups)
 
 
 def _bias(layer, size: int) -> np.ndarray:

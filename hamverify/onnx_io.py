@@ -35,7 +35,7 @@ from torch import nn
 
 from . import HamverifyError, __version__
 from .models import ReLUNet
-from .network import Affine, Network
+from .network import Affine, Network, conv_matrix
 
 EXPORT_OPSET = 13
 EXPORT_IR_VERSION = 8  # what every onnxruntime >= 1.10 reads
@@ -653,26 +653,6 @@ class _Importer:
 
 
 SUPPORTED_OPS = {name[3:] for name in dir(_Importer) if name.startswith("op_")}
-
-
-def conv_matrix(weight: np.ndarray, in_shape, strides, pads, dilations, group: int = 1, chunk: int = 1024):
-    """Exact CSR matrix of a 2-D convolution without bias (column i = conv(e_i)), ONNX padding
-    ``[top, left, bottom, right]``; returns (matrix, (C_out, H_out, W_out))."""
-    in_shape = tuple(int(s) for s in in_shape)
-    d = int(np.prod(in_shape))
-    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float64))
-    top, left, bottom, right = (int(p) for p in pads)
-    cols, out_shape = [], None
-    with torch.no_grad():
-        for start in range(0, d, chunk):
-            n = min(chunk, d - start)
-            basis = torch.zeros(n, d, dtype=torch.float64)
-            basis[torch.arange(n), torch.arange(start, start + n)] = 1.0
-            padded = torch.nn.functional.pad(basis.view(n, *in_shape), (left, right, top, bottom))
-            out = torch.nn.functional.conv2d(padded, w, None, tuple(strides), 0, tuple(dilations), group)
-            out_shape = tuple(int(s) for s in out.shape[1:])
-            cols.append(sp.csr_matrix(out.reshape(n, -1).numpy()))
-    return sp.vstack(cols).T.tocsr(), out_shape
 
 
 def import_onnx(source, label: str | None = None) -> OnnxModel:

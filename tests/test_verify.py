@@ -29,15 +29,6 @@ TIGHTENINGS = ("ia", "symbolic", "lp")
 NEAR_ZERO = 1e-5  # |exact min margin| below this: only "never wrong" is required
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: torch's intra-op threads only cost time (hugely so on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _settings(eps, tightening="ia", backend="highs", timeout=5.0, **kw):
     kw = {"pgd_steps": 5, "pgd_restarts": 1, "lp_time_per_neuron": 0.5, **kw}
     return VerifySettings(eps=eps, timeout=timeout, tightening=tightening, backend=backend, **kw)
