@@ -57,22 +57,23 @@ def load_verifier(model_path: str, settings: VerifySettings, dataset: str | None
     return _WORKER_CACHE[key]
 
 
-def _address_space() -> int | None:
-    """This process's virtual memory size in bytes (Linux), else None."""
+def _statm_bytes(field: int) -> int | None:
+    """A field of /proc/self/statm (0: virtual size, 1: resident set) in bytes (Linux), else None."""
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            return int(f.read().split()[field]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _address_space() -> int | None:
+    """This process's virtual memory size in bytes."""
+    return _statm_bytes(0)
 
 
 def resident_memory() -> int | None:
-    """This process's resident set size in bytes (Linux), else None."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+    """This process's resident set size in bytes."""
+    return _statm_bytes(1)
 
 
 _MEMORY_CAP: dict = {}
