@@ -49,6 +49,12 @@ RECIPES: dict[str, dict] = {
                    "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
     "hv-gs8-gh3000": {"stability_form": "logits-mean", "gamma_s": 8.0, "gamma_h": 3000.0,
                       "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
+    # Round 3 (docs/TRAINING.md): the default with a 1.5x training ball, and with adversarial CE
+    # (Hamming + PGD training, as Xiao et al. pair their RS loss with PGD training).
+    "hv-e15": {"stability_form": "logits-mean", "gamma_s": 8.0, "gamma_h": 3000.0, "train_eps_factor": 1.5,
+               "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
+    "hv-adv": {"stability_form": "logits-mean", "gamma_s": 8.0, "gamma_h": 3000.0, "adv_ce": 1.0,
+               "collapse_policy": "rollback", "select": "best-val", "val_count": 1000},
     # Baselines.
     "rs": {"reg": "rs"},
     "none": {"reg": "none"},

@@ -47,6 +47,7 @@ class TrainConfig:
     gamma_ramp: float = 10.0         # γ's rise to this multiple of their start (epochs 20 -> 80)
     train_eps_factor: float = 1.0    # regularize over a ball this much larger than the target eps
     corner_ce: float = 0.0           # weight of the cross-entropy on the two corners
+    adv_ce: float = 0.0              # share of the CE taken on a PGD point (adv_steps); 0 = none, as the paper
     stability_form: str = "softmax-mean"
     grad_clip: float | None = None
     collapse_policy: str = "stop"    # stop | rollback
@@ -75,6 +76,7 @@ class TrainConfig:
                   (self.stability_form in STABILITY_FORMS, f"stability form {self.stability_form!r}"),
                   (self.collapse_policy in ("stop", "rollback"), f"collapse policy {self.collapse_policy!r}"),
                   (self.select in ("last", "best-val"), f"select {self.select!r} (last|best-val)"),
+                  (0 <= self.adv_ce <= 1, f"adv_ce {self.adv_ce} (a share in [0, 1])"),
                   (self.epochs >= 1, f"epochs {self.epochs} (must be >= 1)"),
                   (self.batch_size >= 1, f"batch size {self.batch_size}"),
                   (self.lr > 0, f"lr {self.lr}"),
@@ -217,12 +219,18 @@ def regularized_loss(model, cfg: TrainConfig, x, y, eps: float, gfac: float, gen
     n = len(x)
     if cfg.reg == "hamming":
         xp, xm = sample_corners(x, eps, gen)
-        logits, preacts = model.forward_with_preacts(torch.cat([x, xp, xm]))
+        batch = [x, xp, xm]
+        if cfg.adv_ce:
+            # Hamming + adversarial training (Madry et al.), the way Xiao et al. pair RS with it.
+            batch.append(PGD(eps, steps=cfg.adv_steps, restarts=1, generator=gen)(model, x, y))
+        logits, preacts = model.forward_with_preacts(torch.cat(batch))
         ce = F.cross_entropy(logits[:n], y)
+        if cfg.adv_ce:
+            ce = (1 - cfg.adv_ce) * ce + cfg.adv_ce * F.cross_entropy(logits[3 * n:], y)
         if cfg.corner_ce:
-            ce = ce + cfg.corner_ce * F.cross_entropy(logits[n:], torch.cat([y, y]))
-        lh = hamming_loss([p[n:2 * n] for p in preacts], [p[2 * n:] for p in preacts], cfg.alpha)
-        ls = stability_loss(logits[n:2 * n], logits[2 * n:], cfg.stability_form)
+            ce = ce + cfg.corner_ce * F.cross_entropy(logits[n:3 * n], torch.cat([y, y]))
+        lh = hamming_loss([p[n:2 * n] for p in preacts], [p[2 * n:3 * n] for p in preacts], cfg.alpha)
+        ls = stability_loss(logits[n:2 * n], logits[2 * n:3 * n], cfg.stability_form)
         gs, gh = cfg.gamma_s * gfac, cfg.gamma_h * gfac
         loss = ce + gs * ls + gh * lh
         return loss, {"ce": ce, "ls": ls, "lh": lh, "gs_ls": gs * ls, "gh_lh": gh * lh,

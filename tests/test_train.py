@@ -143,7 +143,7 @@ def test_sgd_option_brings_the_paper_settings():
                                        ({"select": "best"}, "select"), ({"epochs": 0}, "epochs"),
                                        ({"batch_size": 0}, "batch"), ({"lr": 0.0}, "lr"), ({"subset": 0}, "subset"),
                                        ({"select": "best-val", "val_count": 0}, "val-count"), ({"eps": 1.5}, "eps"),
-                                       ({"bogus": 1}, "bogus"), ({"recipe": "nope"}, "unknown recipe")])
+                                       ({"bogus": 1}, "bogus"), ({"adv_ce": 2.0}, "adv_ce"), ({"recipe": "nope"}, "unknown recipe")])
 def test_invalid_settings(kw, needle):
     with pytest.raises(HamverifyError) as err:
         TrainConfig.from_sources(cli_values=kw)
@@ -164,6 +164,20 @@ def test_recipe_round_trips_through_a_checkpoint(name, tmp_path):
     if hasattr(TrainConfig, "from_dict"):  # what --resume uses
         assert TrainConfig.from_dict(stored) == cfg
     assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()  # config.json is lossless
+
+
+def test_adv_ce_takes_the_ce_on_a_pgd_point():
+    torch.manual_seed(0)
+    model = build_model("tiny_mlp", "mnist")
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    terms = {}
+    for share in (0.0, 1.0):
+        cfg = TrainConfig.from_sources(cli_values={"dataset": "mnist", "arch": "tiny_mlp", "eps": 0.3,
+                                                   "adv_ce": share, "adv_steps": 5})
+        with torch.no_grad():  # the initial terms are logged under no_grad: PGD must still work there
+            _, terms[share] = T.regularized_loss(model, cfg, x, y, 0.3, 1.0, torch.Generator().manual_seed(1))
+    assert terms[1.0]["ce"] > terms[0.0]["ce"] + 1e-3  # the attack raised the loss it is trained on
+    assert terms[1.0]["lh"] == pytest.approx(float(terms[0.0]["lh"]))  # same corners, same Hamming term
 
 
 # ------------------------------------------------------------------------------------------------ smoke runs

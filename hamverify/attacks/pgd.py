@@ -36,8 +36,9 @@ class PGD(Attack):
             x_adv = x.clone()
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), y)
-            grad, = torch.autograd.grad(loss, x_adv)
+            with torch.enable_grad():  # callers may be inside no_grad (training's initial terms)
+                loss = F.cross_entropy(model(x_adv), y)
+                grad, = torch.autograd.grad(loss, x_adv)
             x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
         return x_adv.detach()
 
