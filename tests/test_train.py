@@ -255,6 +255,35 @@ def test_collapse_after_a_good_epoch_keeps_last_good(data_root, tmp_path, monkey
     assert read_checkpoint(tmp_path / "last.pt")["run_state"]["epoch"] == 1
 
 
+def test_a_one_class_network_after_a_good_epoch_is_a_collapse(data_root, tmp_path, monkeypatch):
+    real = T.evaluate_epoch
+
+    def fake(model, cfg, data, epoch):
+        out = real(model, cfg, data, epoch)
+        out["pred_classes"] = 1 if epoch == 1 else 3
+        out["test_clean"] = 0.1 if epoch == 1 else 0.5  # learned, then degenerated
+        return out
+
+    monkeypatch.setattr(T, "evaluate_epoch", fake)
+    cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(epochs=3, reg="none"))
+    with pytest.raises(HamverifyError, match="collapsed at epoch 2 .the network predicts one class"):
+        train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
+
+
+def test_a_one_class_network_at_the_start_is_not_a_collapse(data_root, tmp_path, monkeypatch):
+    real = T.evaluate_epoch
+
+    def fake(model, cfg, data, epoch):
+        out = real(model, cfg, data, epoch)
+        out["pred_classes"] = 1 if epoch == 0 else 3
+        return out
+
+    monkeypatch.setattr(T, "evaluate_epoch", fake)
+    cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(epochs=2, reg="none"))
+    train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
+    assert [r["collapsed"] for r in _log_rows(tmp_path) if isinstance(r["epoch"], int)] == [None, None]
+
+
 def test_no_false_alarm_on_a_normal_run(data_root, tmp_path):
     cfg = TrainConfig.from_sources(recipe="paper-adam", cli_values=_small(epochs=2, dataset="mnist", subset=256, batch_size=32))
     train(cfg, tmp_path, device="cpu", progress=False, log=_quiet)
