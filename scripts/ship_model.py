@@ -9,6 +9,7 @@ time and machine, and the metrics recorded at save time (plus verification summa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -34,9 +35,9 @@ def command_for(cfg: TrainConfig) -> str:
     flags = [f"--dataset {cfg.dataset}", f"--recipe {cfg.recipe}", f"--seed {cfg.seed}"]
     if abs(base.eps - cfg.eps) > 1e-12:
         flags.append(f"--eps {cfg.eps:.10g}")
-    for name in ("epochs", "reg", "gamma_s", "gamma_h", "lr", "optimizer"):
-        if getattr(base, name) != getattr(cfg, name):
-            flags.append(f"--{name.replace('_', '-')} {getattr(cfg, name)}")
+    for f in dataclasses.fields(TrainConfig):  # every setting the recipe does not already give
+        if f.name not in ("dataset", "recipe", "seed", "eps") and getattr(base, f.name) != getattr(cfg, f.name):
+            flags.append(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}")
     return "hamverify train-small " + " ".join(flags)
 
 
