@@ -34,7 +34,7 @@ def training_time(model: str) -> str:
     if not seconds:
         return "-"
     where = device.group(1).strip() if device else "?"
-    return f"{int(seconds.group(1)) / 60:.0f} min ({'CPU' if where == 'cpu' else where.replace('NVIDIA ', '')})"
+    return f"{int(seconds.group(1)) / 60:.0f} min, last run on {'CPU' if where == 'cpu' else where.replace('NVIDIA ', '')}"
 
 
 def stats_unstable(model: str) -> str | None:
