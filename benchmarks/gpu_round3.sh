@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Third GPU round (issue 6): the MNIST / Fashion-MNIST runs and the CIFAR-10 runs still missing, all in
 # parallel on one GPU. The data travels in parts, so there is one phase per device call:
+# Here, once: python benchmarks/device_data.py pack  (writes .dev/m, .dev/c1, .dev/c2; carry one per call)
 #   bash benchmarks/gpu_round3.sh mnist          # .dev/m: MNIST npz + Fashion-MNIST IDX; starts those runs
 #   bash benchmarks/gpu_round3.sh stage          # .dev/c1: first half of CIFAR-10 train
 #   DEADLINE=420 bash benchmarks/gpu_round3.sh cifar   # .dev/c2: the rest; starts CIFAR runs, waits, packs
@@ -20,8 +21,7 @@ progress() { for d in $R/*/; do echo "$(basename $d): $(tail -c 220 $d/stdout.tx
 case ${1:-} in
 mnist)
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  mkdir -p /tmp/data/mnist /tmp/data/fashion-mnist
-  cp .dev/m/*.npz /tmp/data/mnist/ && cp .dev/m/fashion/*.gz /tmp/data/fashion-mnist/
+  python3 benchmarks/device_data.py unpack mnist || exit 1
   if nvidia-cuda-mps-control -d 2>/dev/null; then echo "MPS on"; else echo "MPS off"; fi
   python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
   start f1_default --dataset fashion-mnist --eps 0.1
@@ -37,12 +37,12 @@ mnist)
   sleep 45; progress; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ;;
 stage)
-  mkdir -p /tmp/c1 && cp .dev/c1/part1.xz /tmp/c1/ && ls -la /tmp/c1; progress
+  python3 benchmarks/device_data.py unpack cifar1 && progress
   ;;
 cifar)
   T0=$(date +%s)
-  python3 .dev/c2/unpack.py || exit 1
-  mkdir -p $R/c_rs && cp .dev/c2/rs/* $R/c_rs/
+  python3 benchmarks/device_data.py unpack cifar2 || exit 1
+  mkdir -p $R/c_rs && cp .dev/c2/rs/* $R/c_rs/   # the RS run to resume: its last.pt, log.jsonl, config.json
   start c_rs --resume $R/c_rs/last.pt
   start c2_default --eps 2/255
   start c8_e15 --eps 8/255 --train-eps-factor 1.5

@@ -37,7 +37,7 @@ def verify_on_val(ckpt: str, count: int, timeout: float, results_dir: pathlib.Pa
     summary = json.loads(out.stdout)
     summary.update(checkpoint=ckpt, recipe=cfg.get("recipe"), overrides={k: cfg.get(k) for k in
                    ("gamma_s", "gamma_h", "train_eps_factor", "adv_ce", "epochs", "seed")},
-                   selected_epoch=meta.get("selected_epoch") or meta.get("epoch"), command=" ".join(cmd))
+                   selected_epoch=meta.get("metrics", {}).get("selected_epoch"), command=" ".join(cmd))
     return summary
 
 

@@ -265,16 +265,15 @@ def robust_accuracy(model, x, y, eps, steps=20, restarts=10, seed=0, batch=1000)
 
 
 @torch.no_grad()
+def output_degeneracy(model, x) -> tuple[bool, int]:
+    """(logits constant over x, number of classes predicted over x), from one forward pass."""
+    logits = model(x[:256])
+    return bool((logits.std(dim=0).max() < 1e-6).item()), int(logits.argmax(1).unique().numel())
+
+
 def is_constant_function(model, x) -> bool:
     """A collapsed network outputs the same logits for every input."""
-    logits = model(x[:256])
-    return bool((logits.std(dim=0).max() < 1e-6).item())
-
-
-@torch.no_grad()
-def predicted_class_count(model, x) -> int:
-    """How many classes the network predicts over x: 1 once it has degenerated to a constant classifier."""
-    return int(model(x[:256]).argmax(1).unique().numel())
+    return output_degeneracy(model, x)[0]
 
 
 def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dict:
@@ -283,8 +282,7 @@ def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dic
            "test_pgd": robust_accuracy(model, data.x_eval, data.y_eval, cfg.eps, cfg.eval_pgd_steps,
                                        cfg.eval_pgd_restarts, seed=cfg.seed * 7919 + epoch),
            "unstable_ia": unstable_counts_ia(model, data.x_eval[:200], cfg.eps),
-           "constant": is_constant_function(model, data.x_eval),
-           "pred_classes": predicted_class_count(model, data.x_eval)}
+           **dict(zip(("constant", "pred_classes"), output_degeneracy(model, data.x_eval)))}
     if data.x_val is not None:
         out["val_clean"] = _accuracy(model, data.x_val, data.y_val)
         out["val_pgd"] = robust_accuracy(model, data.x_val, data.y_val, cfg.eps, cfg.eval_pgd_steps,

@@ -14,6 +14,7 @@ import json
 import pathlib
 import shutil
 
+from hamverify.cli import train_small
 from hamverify.models import file_sha256, read_checkpoint
 from hamverify.records import dedupe_latest, read_records
 from hamverify.report import summarize
@@ -35,9 +36,13 @@ def command_for(cfg: TrainConfig) -> str:
     flags = [f"--dataset {cfg.dataset}", f"--recipe {cfg.recipe}", f"--seed {cfg.seed}"]
     if abs(base.eps - cfg.eps) > 1e-12:
         flags.append(f"--eps {cfg.eps:.10g}")
+    accepted = {param.name for param in train_small.params}
     for f in dataclasses.fields(TrainConfig):  # every setting the recipe does not already give
-        if f.name not in ("dataset", "recipe", "seed", "eps") and getattr(base, f.name) != getattr(cfg, f.name):
-            flags.append(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}")
+        if f.name in ("dataset", "recipe", "seed", "eps") or getattr(base, f.name) == getattr(cfg, f.name):
+            continue
+        if f.name not in accepted:  # a card must never print a command that train-small rejects
+            raise SystemExit(f"{f.name} = {getattr(cfg, f.name)!r} has no train-small flag: ship a --config run")
+        flags.append(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}")
     return "hamverify train-small " + " ".join(flags)
 
 
