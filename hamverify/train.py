@@ -271,18 +271,14 @@ def output_degeneracy(model, x) -> tuple[bool, int]:
     return bool((logits.std(dim=0).max() < 1e-6).item()), int(logits.argmax(1).unique().numel())
 
 
-def is_constant_function(model, x) -> bool:
-    """A collapsed network outputs the same logits for every input."""
-    return output_degeneracy(model, x)[0]
-
-
 def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dict:
     model.eval()
+    constant, pred_classes = output_degeneracy(model, data.x_eval)
     out = {"test_clean": _accuracy(model, data.x_eval, data.y_eval),
            "test_pgd": robust_accuracy(model, data.x_eval, data.y_eval, cfg.eps, cfg.eval_pgd_steps,
                                        cfg.eval_pgd_restarts, seed=cfg.seed * 7919 + epoch),
            "unstable_ia": unstable_counts_ia(model, data.x_eval[:200], cfg.eps),
-           **dict(zip(("constant", "pred_classes"), output_degeneracy(model, data.x_eval)))}
+           "constant": constant, "pred_classes": pred_classes}
     if data.x_val is not None:
         out["val_clean"] = _accuracy(model, data.x_val, data.y_val)
         out["val_pgd"] = robust_accuracy(model, data.x_val, data.y_val, cfg.eps, cfg.eval_pgd_steps,

@@ -26,14 +26,12 @@ PAPER_ROWS = [  # Table 2 of the paper (CIFAR-10, full official test set, eps 8/
 def training_time(model: str) -> str:
     """Sum of the epoch times in the run's log and the device, as the model card records them."""
     card = ROOT / "models" / f"{model}.md"
-    if not card.exists():
-        return "-"
-    text = card.read_text()
+    text = card.read_text() if card.exists() else ""
     seconds = re.search(r"sum of epoch times in the log: (\d+) s", text)
     device = re.search(r"device of the last invocation: ([^\n]+)", text)
-    if not seconds:
-        return "-"
-    where = device.group(1).strip() if device else "?"
+    if not (seconds and device):  # a silent "-" would hide a card that scripts/ship_model.py no longer writes
+        raise SystemExit(f"error: {card} does not give the training time and device (write it with scripts/ship_model.py)")
+    where = device.group(1).strip()
     return f"{int(seconds.group(1)) / 60:.0f} min, last run on {'CPU' if where == 'cpu' else where.replace('NVIDIA ', '')}"
 
 
