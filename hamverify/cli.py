@@ -153,24 +153,49 @@ def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, res
                    f"PGD-{steps}x{restarts} {pgd:.2%}")
 
 
-VERIFY_KEYS = {"model", "dataset", "split", "eps", "timeout", "tightening", "backend", "pulp_solver", "start",
-               "count", "workers", "results", "tol", "data_dir", "pgd_restarts", "pgd_steps", "scheduler",
-               "max_memory_per_worker"}
+# Every verify setting, from a TOML file or a flag, passes one check: key -> (type, lowest value).
+VERIFY_SCHEMA = {
+    "model": (str, None), "dataset": (str, None), "split": (str, None), "eps": ("eps", None),
+    "timeout": (float, 0.0), "tightening": (str, None), "backend": (str, None), "pulp_solver": (str, None),
+    "start": (int, 0), "count": (int, 1), "workers": (int, 1), "results": (str, None), "tol": (float, None),
+    "data_dir": (str, None), "pgd_restarts": (int, 1), "pgd_steps": (int, 0), "scheduler": (str, None),
+    "max_memory_per_worker": ((str, int), None),
+}
+VERIFY_KEYS = set(VERIFY_SCHEMA)
+
+
+def check_setting(key: str, value, origin: str):
+    """One validation path for verify's flags and TOML values; returns the value as its type."""
+    from .config import parse_eps
+    kind, lowest = VERIFY_SCHEMA[key]
+    if kind == "eps":
+        return parse_eps(value)
+    accepted = {float: (int, float)}.get(kind, kind)
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        want = {int: "an integer", float: "a number", str: "a string"}.get(kind, "a string or an integer")
+        raise HamverifyError(f"{origin}: {key} must be {want}, got {value!r}")
+    if kind is float:
+        value = float(value)
+        if value != value or abs(value) == float("inf"):
+            raise HamverifyError(f"{origin}: {key} must be a finite number, got {value!r}")
+    if key == "timeout" and not value > 0:
+        raise HamverifyError(f"{origin}: timeout must be > 0 seconds, got {value!r}")
+    if lowest is not None and value < lowest:
+        raise HamverifyError(f"{origin}: {key} must be >= {lowest:g}, got {value!r}")
+    return value
 
 
 def _verify_settings(config_file, cli: dict) -> dict:
-    """Config file values, overridden by flags the user gave (None = not given)."""
-    from .config import load_toml, parse_eps
+    """Config file values, overridden by flags the user gave (None = not given); each checked once."""
+    from .config import load_toml
     values = {}
     if config_file:
         raw = load_toml(config_file)
         unknown = sorted(set(raw) - VERIFY_KEYS)
         if unknown:
             raise HamverifyError(f"{config_file}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(VERIFY_KEYS))}")
-        values.update(raw)
-        if "eps" in values:
-            values["eps"] = parse_eps(values["eps"])
-    values.update({k: v for k, v in cli.items() if v is not None})
+        values.update({k: check_setting(k, v, str(config_file)) for k, v in raw.items()})
+    values.update({k: check_setting(k, v, f"--{k.replace('_', '-')}") for k, v in cli.items() if v is not None})
     return values
 
 
@@ -190,7 +215,8 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--results", type=click.Path(), default=None, help="Results file (.jsonl); reruns resume it.")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="verify_configs/*.toml")
 @click.option("--data-dir", type=click.Path(), default=None)
-@click.option("--tol", type=float, default=None, help="Proven margin must exceed this (logits).")
+@click.option("--tol", type=float, default=None,
+              help="A proof needs every margin lower bound (logits) above this; in [0, 1], default 1e-6.")
 @click.option("--scheduler", default=None,
               help="Run on Dask: tcp://HOST:PORT of a running scheduler, local:N (start N local worker "
                    "processes), or a scheduler file (.json). See docs/SCALING.md.")
@@ -227,12 +253,14 @@ def verify(config_file, as_json, quiet, **flags):
     embedded = False
     try:
         x, y = load_dataset(dataset, split, v.get("data_dir"))
+        from .data import dataset_source
+        source = dataset_source(dataset, split, v.get("data_dir"))
     except HamverifyError as exc:
         samples = None if v.get("data_dir") else load_samples(dataset, split)
         if samples is None:
             raise
         x, y = samples
-        embedded = True
+        embedded, source = True, "embedded"
         log(f"no {dataset} {split} data under the data root or online: using the {len(x)} embedded official "
             f"{dataset} test images in models/samples")
     start = v.get("start", 0)
@@ -248,7 +276,7 @@ def verify(config_file, as_json, quiet, **flags):
     t0 = _time.time()
     records = run_verification(model_path, settings, x, y, indices, results, workers=v.get("workers", 1),
                                progress=not quiet, log=log, dataset=dataset, scheduler=v.get("scheduler"),
-                               max_memory_per_worker=v.get("max_memory_per_worker"))
+                               max_memory_per_worker=v.get("max_memory_per_worker"), split=split, source=source)
     summary = summarize(records)
     if as_json:
         click.echo(json.dumps({**summary, "results": str(results), "wall_time": _time.time() - t0}, indent=2))

@@ -105,6 +105,16 @@ def load_dataset(name: str, split: str = "test", data_dir=None, download: bool =
     return _load_cached(name, split, root, bool(download))
 
 
+def dataset_source(name: str, split: str = "test", data_dir=None) -> str:
+    """Which kind of source ``load_dataset`` read (or would read) this split from: ``npz`` or
+    ``official`` (the official files, a Debian copy or a download); stored in verification records
+    so that a resume never mixes inputs of two sources (a JPEG npz copy and the official files
+    hold different pixels)."""
+    name = _canonical_name(name)
+    root = resolve_root(data_dir)
+    return "npz" if (root / name / f"{split}.npz").is_file() else "official"
+
+
 def to_tensor(x_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) images -> float32 tensor (N, C, H, W) with values in [0, 1]."""
     x_uint8 = np.asarray(x_uint8)

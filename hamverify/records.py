@@ -2,7 +2,8 @@
 
 A record is written whole (one line, flushed) or not at all; a summary is always recomputed from
 the records.  Resuming reads the file back, drops a truncated last line (reporting it), and
-refuses a file written for another model or eps.
+refuses a file written for another model, eps, data (dataset, split, source, the pixels of an
+input) or verdict-changing setting (RESUME_SETTINGS): one results file holds one experiment.
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ from . import HamverifyError
 
 STATUSES = ("verified", "falsified", "misclassified", "timeout", "unknown", "error")
 
+# VerifySettings fields that can change a verdict: stored in every record, and a resume with any
+# other value is refused (a summary must describe one run, not a mix).
+RESUME_SETTINGS = ("tol", "tightening", "backend", "pulp_solver", "timeout", "pgd_steps", "pgd_restarts",
+                   "lp_time_per_neuron", "seed")
+# Where the inputs came from: a record of another dataset, split or source is another experiment.
+RESUME_DATA = ("dataset", "split", "source")
+
 
 @dataclass
 class VerificationRecord:
@@ -28,6 +36,17 @@ class VerificationRecord:
     eps: float = 0.0
     tightening: str = ""
     backend: str = ""
+    tol: float | None = None               # the margin a proof must exceed (VerifySettings.tol)
+    timeout: float | None = None
+    pulp_solver: str | None = None
+    pgd_steps: int | None = None
+    pgd_restarts: int | None = None
+    lp_time_per_neuron: float | None = None
+    seed: int | None = None
+    dataset: str | None = None
+    split: str | None = None
+    source: str | None = None              # embedded | npz | official (data.dataset_source)
+    input_sha256: str | None = None        # short hash of the input's uint8 pixels and label
     time_total: float = 0.0
     time_pgd: float = 0.0
     time_bounds: float = 0.0
@@ -96,14 +115,46 @@ def rewrite_records(path, records: list[VerificationRecord]) -> None:
     tmp.replace(path)
 
 
-def check_compatible(path, records: list[VerificationRecord], model_sha256: str, eps: float) -> None:
+def input_digest(x_uint8, label: int) -> str:
+    """Short sha256 of an input's stored pixels (uint8, as in the dataset) and its label."""
+    import hashlib
+
+    import numpy as np
+    a = np.ascontiguousarray(np.asarray(x_uint8))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}{int(label)}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_compatible(path, records: list[VerificationRecord], model_sha256: str, eps: float,
+                     settings: dict | None = None, data: dict | None = None,
+                     digests: dict[int, str] | None = None) -> None:
+    """Refuse (one HamverifyError line naming the difference) to add to a file written by another
+    experiment: model, eps, any RESUME_SETTINGS value, dataset/split/source, or for an index being
+    run, other pixels or label (``digests``: index -> input_digest).  A record that lacks one of
+    these fields (an older hamverify) cannot be checked and is refused as well."""
+    hint = "use another --results file (or move this one away)"
     for r in records:
         if r.model_sha256 and r.model_sha256 != model_sha256:
             raise HamverifyError(f"{path} holds results of another model (sha256 {r.model_sha256[:12]}…, "
-                                 f"this one {model_sha256[:12]}…); use another --results file")
+                                 f"this one {model_sha256[:12]}…); {hint}")
         if abs(r.eps - eps) > 1e-12:
-            raise HamverifyError(f"{path} holds results for eps {r.eps:.6g}, not {eps:.6g}; "
-                                 f"use another --results file")
+            raise HamverifyError(f"{path} holds results for eps {r.eps:.6g}, not {eps:.6g}; {hint}")
+        for group, wanted in (("setting", settings or {}), ("data", data or {})):
+            for key, value in wanted.items():
+                have = getattr(r, key, None)
+                if have is None:
+                    raise HamverifyError(f"{path}: record of input {r.index} does not say its {key} (written by an "
+                                         f"older hamverify), so a resume cannot be checked; {hint}")
+                if have != value and not (isinstance(value, float) and abs(float(have) - value) <= 1e-12 * max(1, abs(value))):
+                    raise HamverifyError(f"{path} holds results with {key} {have!r}, this run has {key} {value!r}; {hint}")
+        if digests and r.index in digests:
+            if r.input_sha256 is None:
+                raise HamverifyError(f"{path}: record of input {r.index} has no input hash (written by an older "
+                                     f"hamverify), so a resume cannot be checked; {hint}")
+            if r.input_sha256 != digests[r.index]:
+                raise HamverifyError(f"{path}: input {r.index} there is another image or label than input {r.index} "
+                                     f"of this run (pixel hash {r.input_sha256} vs {digests[r.index]}); {hint}")
 
 
 def dedupe_latest(records: list[VerificationRecord]) -> dict[int, VerificationRecord]:

@@ -32,9 +32,9 @@ import warnings
 import numpy as np
 
 from . import HamverifyError, __version__
-from .records import (ResultsWriter, VerificationRecord, check_compatible, dedupe_latest, read_records,
-                      rewrite_records)
-from .verify import Verifier, VerifySettings
+from .records import (ResultsWriter, VerificationRecord, check_compatible, dedupe_latest, input_digest,
+                      read_records, rewrite_records)
+from .verify import Verifier, VerifySettings, new_record
 
 WORKER_DEATH_RETRIES = 1  # a worker that dies mid-input: rerun that input this many more times
 _WORKER_CACHE: dict = {}
@@ -114,9 +114,7 @@ def _is_memory_error(exc: BaseException) -> bool:
 
 def error_record(settings: VerifySettings, model_sha256: str, index: int, label: int, reason: str
                  ) -> VerificationRecord:
-    return VerificationRecord(index=int(index), label=int(label), status="error", reason=reason, eps=settings.eps,
-                              tightening=settings.tightening, backend=settings.backend,
-                              model_sha256=model_sha256, hamverify_version=__version__)
+    return new_record(settings, model_sha256, index, label, status="error", reason=reason)
 
 
 def _test_hooks(index: int) -> None:
@@ -155,12 +153,15 @@ def default_results_path(model_path, dataset: str, split: str, eps: float) -> pa
     return pathlib.Path("results") / f"{stem}_{dataset}_{split}_eps{eps:.5f}.jsonl"
 
 
-def prepare_resume(results_path, model_sha256: str, eps: float, log) -> dict[int, VerificationRecord]:
+def prepare_resume(results_path, model_sha256: str, eps: float, log, settings: dict | None = None,
+                   data: dict | None = None, digests: dict[int, str] | None = None) -> dict[int, VerificationRecord]:
+    """The records already in the results file, after checking that they belong to this run
+    (records.check_compatible); a truncated last line is dropped first."""
     records, note = read_records(results_path)
+    check_compatible(results_path, records, model_sha256, eps, settings, data, digests)
     if note:
         log(note)
         rewrite_records(results_path, records)
-    check_compatible(results_path, records, model_sha256, eps)
     return dedupe_latest(records)
 
 
@@ -374,20 +375,27 @@ def _dask_task(model_path, settings, index, x, label, dataset, memory_limit):
 def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.ndarray, indices: list[int],
                      results_path, workers: int = 1, progress: bool = True, log=print,
                      dataset: str | None = None, scheduler: str | None = None,
-                     max_memory_per_worker: int | str | None = None) -> list[VerificationRecord]:
+                     max_memory_per_worker: int | str | None = None, split: str | None = None,
+                     source: str | None = None, retry_errors: bool = True) -> list[VerificationRecord]:
     """Verify x[indices]; returns the records of exactly those indices (old and new).  ``dataset``
     is needed for an ONNX model (its input shape), ignored for a checkpoint.  ``scheduler``: a
     Dask scheduler (hamverify.cluster.parse_scheduler), else local processes; ``max_memory_per_worker``:
-    bytes (or "4GB") an input may use in a worker beyond the loaded model."""
+    bytes (or "4GB") an input may use in a worker beyond the loaded model.  ``dataset``, ``split``
+    and ``source`` (data.dataset_source) are stored in each record with a hash of the input's
+    pixels, and a resume must match them; ``retry_errors``: inputs recorded ``error`` are run again."""
     from .cluster import dask_client, format_bytes, parse_memory, parse_scheduler
     spec = parse_scheduler(scheduler, workers if workers > 1 else None) if scheduler else None
     memory = parse_memory(max_memory_per_worker) if max_memory_per_worker is not None else None
     verifier = load_verifier(model_path, settings, dataset)  # fail fast in the driver (model, IR, solver)
     sha, input_shape = verifier.model_sha256, verifier.input_shape
-    done = prepare_resume(results_path, sha, settings.eps, log)
-    todo = [i for i in indices if i not in done]
-    if len(todo) < len(indices):
-        log(f"resuming: {len(indices) - len(todo)} of {len(indices)} inputs already in {results_path}")
+    digests = {i: input_digest(x[i], int(y[i])) for i in indices}
+    data = {k: v for k, v in (("dataset", dataset), ("split", split), ("source", source)) if v is not None}
+    done = prepare_resume(results_path, sha, settings.eps, log, settings.resume_fields(), data, digests)
+    retried = [i for i in indices if i in done and done[i].status == "error"] if retry_errors else []
+    todo = [i for i in indices if i not in done or i in retried]
+    if len(todo) < len(indices) or retried:
+        log(f"resuming: {len(indices) - len(todo)} of {len(indices)} inputs already in {results_path}"
+            + (f"; retrying {len(retried)} recorded as error" if retried else ""))
     cores = os.cpu_count() or 1
     local_workers = spec.n_workers if spec and spec.kind == "local" else (workers if not spec else 0)
     if local_workers > cores:
@@ -414,6 +422,9 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
                 results = (verify_task(str(model_path), settings, i, xi, yi, dataset) for i, xi, yi in jobs)
             try:
                 for rec, cex in results:
+                    for key, value in data.items():
+                        setattr(rec, key, value)
+                    rec.input_sha256 = digests[rec.index]
                     if cex is not None:
                         rec.counterexample = save_counterexample(results_path, rec.index, cex, input_shape)
                     writer.write(rec)

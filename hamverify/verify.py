@@ -20,7 +20,11 @@ from . import HamverifyError, __version__
 from .attacks import PGD
 from .bounds import BOUND_METHODS, compute_bounds, margin_lower_bounds, unstable_counts
 from .network import from_torch
-from .records import VerificationRecord
+from .records import RESUME_SETTINGS, VerificationRecord
+
+# A proof needs a margin lower bound above tol: a negative tol would call inputs with a negative
+# lower bound (possibly counterexamples) verified; above MAX_TOL it is surely a typo.
+MAX_TOL = 1.0
 
 BACKENDS = ("highs", "pulp")
 
@@ -45,6 +49,19 @@ class VerifySettings:
             raise HamverifyError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
         if not self.timeout > 0:
             raise HamverifyError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if not 0 <= self.tol <= MAX_TOL:
+            raise HamverifyError(f"tol must lie in [0, {MAX_TOL:g}] (a proven margin must exceed it; a negative "
+                                 f"tol would prove inputs with negative margins), got {self.tol}")
+
+    def resume_fields(self) -> dict:
+        """The settings that can change a verdict (records.RESUME_SETTINGS), as stored in records."""
+        return {k: getattr(self, k) for k in RESUME_SETTINGS}
+
+
+def new_record(settings: VerifySettings, model_sha256: str, index: int, label: int, **fields) -> VerificationRecord:
+    """A record stamped with the run's eps and verdict-changing settings."""
+    return VerificationRecord(index=int(index), label=int(label), eps=settings.eps, model_sha256=model_sha256,
+                              hamverify_version=__version__, **settings.resume_fields(), **fields)
 
 
 class Verifier:
@@ -84,8 +101,7 @@ class Verifier:
         t0 = time.monotonic()
         deadline = t0 + s.timeout
         x = np.asarray(x, dtype=np.float64).ravel()
-        rec = VerificationRecord(index=int(index), label=int(label), eps=s.eps, tightening=s.tightening,
-                                 backend=s.backend, model_sha256=self.model_sha256, hamverify_version=__version__)
+        rec = new_record(s, self.model_sha256, index, label)
         lo, hi = np.clip(x - s.eps, 0, 1), np.clip(x + s.eps, 0, 1)
         cex = None
         try:

@@ -162,7 +162,10 @@ def other_model(tiny, workdir):
 @pytest.mark.parametrize("case", ["eps_div_zero", "eps_range", "missing_model", "corrupt_checkpoint",
                                   "truncated_checkpoint", "unknown_backend_flag", "unknown_backend_config",
                                   "count_zero", "another_model", "another_eps", "unknown_config_key",
-                                  "missing_config", "missing_data_dir", "bad_split", "start_past_end"])
+                                  "missing_config", "missing_data_dir", "bad_split", "start_past_end",
+                                  "negative_tol", "huge_tol", "another_tightening", "toml_count_string",
+                                  "toml_timeout_string", "toml_count_float", "toml_workers_zero",
+                                  "toml_workers_negative", "toml_start_negative", "toml_tol_negative"])
 def test_bad_inputs_give_a_one_line_error(case, tiny, other_model, first_run, root, workdir):
     results, _ = first_run
     base = ["verify", "--quiet", "--data-dir", root, "--count", 2]
@@ -207,8 +210,25 @@ def test_bad_inputs_give_a_one_line_error(case, tiny, other_model, first_run, ro
         res, fragments = invoke(*base, "--model", tiny, "--split", "validation", "--results", fresh), ["split"]
     elif case == "start_past_end":
         res, fragments = invoke(*base, "--model", tiny, "--start", 10000, "--results", fresh), ["--start"]
+    elif case == "negative_tol":
+        res, fragments = invoke(*base, "--model", tiny, "--tol", "-1", "--results", fresh), ["tol", "[0, 1]"]
+    elif case == "huge_tol":
+        res, fragments = invoke(*base, "--model", tiny, "--tol", "5", "--results", fresh), ["tol", "[0, 1]"]
+    elif case == "another_tightening":
+        res, fragments = invoke(*base, "--model", tiny, "--tightening", "ia", "--results", results), ["tightening"]
+    elif case.startswith("toml_"):
+        line, fragments = {"toml_count_string": ('count = "x"', ["count", "integer"]),
+                           "toml_timeout_string": ('timeout = "abc"', ["timeout", "number"]),
+                           "toml_count_float": ("count = 1.5", ["count", "integer"]),
+                           "toml_workers_zero": ("workers = 0", ["workers", ">= 1"]),
+                           "toml_workers_negative": ("workers = -2", ["workers", ">= 1"]),
+                           "toml_start_negative": ("start = -3", ["start", ">= 0"]),
+                           "toml_tol_negative": ("tol = -0.5", ["tol"])}[case]
+        config = workdir / f"{case}.toml"
+        config.write_text(f'model = "{tiny}"\n{line}\n')
+        res = invoke("verify", "--quiet", "--data-dir", root, "--config", config, "--results", fresh)
     assert_one_line_error(res, *fragments)
-    if case in ("another_model", "another_eps"):
+    if case in ("another_model", "another_eps", "another_tightening"):
         assert len(results.read_text().splitlines()) >= 10  # the refused file is left as it was
     else:
         assert not fresh.exists() or fresh.read_text() == ""

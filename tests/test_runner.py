@@ -267,3 +267,95 @@ def test_records_round_trip_through_json(full_run):
     for line, rec in zip(results.read_text().splitlines(), recs):
         d = json.loads(line)
         assert d["index"] == rec.index and d["status"] == rec.status
+
+
+# -- one results file, one experiment (issue 16, items 8 and 9) ---------------------------------------
+
+
+def test_negative_or_absurd_tol_is_refused():
+    for tol in (-1.0, -1e-9, 2.0, float("nan")):
+        with pytest.raises(HamverifyError, match="tol must lie in"):
+            settings(tol=tol)
+
+
+def test_every_record_carries_its_settings_data_and_input_hash(full_run, mnist):
+    from hamverify.records import RESUME_SETTINGS, input_digest
+    _, recs = full_run
+    x, y = mnist
+    s = settings()
+    for r in recs:
+        assert r.tol == s.tol
+        assert {k: getattr(r, k) for k in RESUME_SETTINGS} == s.resume_fields()
+        assert r.input_sha256 == input_digest(x[r.index], int(y[r.index]))
+
+
+def _run_with(model_path, results, indices, x, y, data=None, **kw):
+    log = []
+    recs = run_verification(model_path, settings(**kw), x, y, list(indices), results, progress=False,
+                            log=log.append, **(data or {}))
+    return recs, log
+
+
+@pytest.mark.parametrize("change, match", [({"tightening": "symbolic"}, "tightening"),
+                                           ({"tol": 1e-3}, "tol"), ({"timeout": 30.0}, "timeout"),
+                                           ({"pgd_steps": 20}, "pgd_steps")])
+def test_a_resume_with_other_settings_is_refused(model_path, mnist, workdir, change, match):
+    x, y = mnist
+    results = workdir / f"settings_{match}.jsonl"
+    _run_with(model_path, results, range(3), x, y)
+    before = results.read_bytes()
+    with pytest.raises(HamverifyError, match=match):
+        _run_with(model_path, results, range(5), x, y, **change)
+    assert results.read_bytes() == before
+
+
+def test_a_resume_on_other_images_or_data_source_is_refused(model_path, mnist, workdir):
+    """The embedded-samples-then-installed-data case: same indices, other pixels or labels."""
+    x, y = mnist
+    results = workdir / "mixed.jsonl"
+    data = {"dataset": "mnist", "split": "test", "source": "embedded"}
+    _run_with(model_path, results, range(3), x, y, data)
+    before = results.read_bytes()
+    with pytest.raises(HamverifyError, match="source"):
+        _run_with(model_path, results, range(5), x, y, {**data, "source": "npz"})
+    with pytest.raises(HamverifyError, match="split"):
+        _run_with(model_path, results, range(5), x, y, {**data, "split": "train"})
+    shifted_x, shifted_y = x[1:], y[1:]  # other images under the same indices
+    with pytest.raises(HamverifyError, match="another image or label"):
+        _run_with(model_path, results, range(5), shifted_x, shifted_y, data)
+    relabelled = np.array(y).copy()
+    relabelled[1] = (relabelled[1] + 1) % 10
+    with pytest.raises(HamverifyError, match="input 1 there is another image or label"):
+        _run_with(model_path, results, range(5), x, relabelled, data)
+    assert results.read_bytes() == before
+    recs, log = _run_with(model_path, results, range(5), x, y, data)  # the same data resumes
+    assert any("resuming: 3 of 5" in m for m in log)
+    assert all(r.source == "embedded" and r.split == "test" for r in recs)
+
+
+def test_records_without_the_new_fields_are_refused(full_run, model_path, mnist, workdir):
+    source, _ = full_run
+    results = workdir / "old_format.jsonl"
+    lines = []
+    for line in source.read_text().splitlines():
+        d = json.loads(line)
+        for k in ("tol", "input_sha256", "timeout", "pgd_steps", "pgd_restarts", "seed", "pulp_solver",
+                  "lp_time_per_neuron"):
+            d.pop(k, None)
+        lines.append(json.dumps(d))
+    results.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HamverifyError, match="older hamverify"):
+        run(model_path, results, range(N), mnist)
+
+
+def test_error_records_are_retried_on_resume(full_run, model_path, mnist, workdir):
+    source, full = full_run
+    results = workdir / "errors.jsonl"
+    lines = source.read_text().splitlines()
+    d = json.loads(lines[2])
+    d.update(status="error", reason="memory", decided_by=None)
+    lines[2] = json.dumps(d)
+    results.write_text("\n".join(lines) + "\n")
+    recs, log = run(model_path, results, range(N), mnist)
+    assert any("retrying 1 recorded as error" in m for m in log)
+    assert recs[2].status == full[2].status != "error"
