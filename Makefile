@@ -12,11 +12,15 @@ DEMO_COUNT ?= 100
 
 setup: $(VENV)/.installed
 
+# The exact torch of the install path: the CPU wheel 2.13.0 (an unpinned torch would pull a multi-GB
+# CUDA build).  pyproject.toml only asks for a range; the pin rides on both pip command lines, so the
+# project's own install cannot move torch to another version.
+TORCH_PIN ?= torch==2.13.0
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	# The CPU wheel of torch 2.13.0; an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q '$(TORCH_PIN)'
+	$(BIN)/pip install -q -e '.[test]' '$(TORCH_PIN)'
 	touch $@
 
 demo: setup

@@ -20,6 +20,8 @@ import sys
 import time
 
 from hamverify.recipes import RECIPES
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from portable_paths import portable  # noqa: E402
 
 SWEEP_VARIANTS = ["paper-adam", "paper-sgd", "gamma-cap3", "clip", "lr-5e-4", "gh900", "gh3000",
                   "stab-sum", "stab-logits", "rollback", "best-val", "hv"]
@@ -133,7 +135,7 @@ def verify(ckpt: pathlib.Path, args) -> dict:
     if summ.returncode != 0:
         return {"verify_error": (summ.stderr.strip().splitlines() or ["failed"])[-1]}
     s = json.loads(summ.stdout)
-    return {"checkpoint": str(ckpt), "verified": s["verified_accuracy"], "verify_pgd": s["pgd_accuracy"],
+    return {"checkpoint": portable(ckpt), "verified": s["verified_accuracy"], "verify_pgd": s["pgd_accuracy"],
             "verify_clean": s["clean_accuracy"], "timeouts": s["timeout"], "unknown": s["unknown"],
             "unstable_symbolic": s.get("mean_unstable_per_layer")}
 

@@ -3,8 +3,10 @@ LocalCluster (and joblib/loky, the runner's pool before Dask support, for refere
 projected wall time of a full CIFAR-10 test set (10,000 inputs) on 8, 64 and 512 cores.
 The figures in docs/SCALING.md come from this script.
 
-  HAMVERIFY_DATA=/work/shared/data python benchmarks/scaling.py \
-      [--model /work/runs/full/hv_e100_s2/model.pt] [--count 40] [--eps 8/255] [--repeats 2] [--json out.json]
+  HAMVERIFY_DATA=DATA_ROOT python benchmarks/scaling.py \
+      [--model runs/full/hv_e100_s2/model.pt] [--count 40] [--eps 8/255] [--repeats 2] [--json out.json]
+
+(--model defaults to runs/full/hv_e100_s2/model.pt under $HAMVERIFY_RUNS, else the repository's runs/.)
 
 Each configuration verifies the first --count inputs of --split (default test_first100_exact) into
 a fresh results file, with the same settings (symbolic bounds + HiGHS, timeout 120 s).  Reported per
@@ -23,7 +25,10 @@ import sys
 import tempfile
 import time
 
-DEFAULT_MODEL = "/work/runs/full/hv_e100_s2/model.pt"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from portable_paths import RUNS, portable  # noqa: E402
+
+DEFAULT_MODEL = str(RUNS / "full" / "hv_e100_s2" / "model.pt")
 
 
 def run_once(kind, workers, model, settings, x, y, indices, folder):
@@ -127,7 +132,7 @@ def main():
         print(f"  10,000 inputs on {cores:3d} cores (one worker per core, ideal scaling): {seconds / 60:7.1f} min")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
-            {"model": args.model, "count": n, "load_average": load, "cores": os.cpu_count(), "table": table,
+            {"model": portable(args.model), "count": n, "load_average": load, "cores": os.cpu_count(), "table": table,
              "per_input_s": per_input, "projection_s": projection}, indent=2))
 
 

@@ -17,6 +17,8 @@ import sys
 
 from hamverify.models import read_checkpoint
 from hamverify.data import load_dataset
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from portable_paths import portable, portable_command  # noqa: E402
 
 
 def verify_on_val(ckpt: str, count: int, timeout: float, results_dir: pathlib.Path) -> dict:
@@ -35,9 +37,13 @@ def verify_on_val(ckpt: str, count: int, timeout: float, results_dir: pathlib.Pa
     if out.returncode:
         raise SystemExit(f"{ckpt}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
     summary = json.loads(out.stdout)
-    summary.update(checkpoint=ckpt, recipe=cfg.get("recipe"), overrides={k: cfg.get(k) for k in
+    # Paths as the committed table stores them: relative to the repository or runs/ (issue 16.7).
+    summary.update(checkpoint=portable(ckpt), recipe=cfg.get("recipe"), overrides={k: cfg.get(k) for k in
                    ("gamma_s", "gamma_h", "train_eps_factor", "adv_ce", "epochs", "seed")},
-                   selected_epoch=meta.get("metrics", {}).get("selected_epoch"), command=" ".join(cmd))
+                   selected_epoch=meta.get("metrics", {}).get("selected_epoch"),
+                   command=portable_command(cmd))
+    if "results" in summary:
+        summary["results"] = portable(summary["results"])
     return summary
 
 

@@ -26,8 +26,11 @@ import time
 
 import numpy as np
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = [pathlib.Path("/work/runs/round2/hv-gs8-gh3000_e100_s0/best.pt"),
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from portable_paths import REPO_ROOT, RUNS  # noqa: E402
+
+# runs/ is $HAMVERIFY_RUNS, else the repository's runs/ (benchmarks/portable_paths.py)
+DEFAULT_MODELS = [RUNS / "round2" / "hv-gs8-gh3000_e100_s0" / "best.pt",
                   REPO_ROOT / "models" / "cifar10_small_hamming_8_255.pt"]
 ALL_CONFIGS = ["ia+pulp", "ia+highs", "symbolic+pulp", "symbolic+highs", "lp+pulp", "lp+highs"]
 BASELINE = "ia+pulp"

@@ -376,9 +376,15 @@ def export_cmd(model_path, out):
               help="Batch: instances decided in parallel.")
 @click.option("--mode", type=click.Choice(["disjunction", "per-disjunct"]), default="disjunction",
               show_default=True, help="One MILP with a binary per disjunct, or one MILP per disjunct.")
+@click.option("--retry-errors/--keep-errors", default=True, show_default=True,
+              help="Batch resume: decide 'error' rows of the results CSV again (default), or keep them.")
 @one_line_errors
-def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode):
-    """Decide VNN-LIB properties of ONNX networks: sat (+ counterexample), unsat, timeout or unknown."""
+def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode, retry_errors):
+    """Decide VNN-LIB properties of ONNX networks: sat (+ counterexample), unsat, timeout or unknown.
+
+    A batch writes rows onnx,vnnlib,result,seconds,detail: the detail is the reason of an error,
+    unknown or timeout, or the counterexample file of a sat (under RESULTS.cex/, one per instance).
+    Rerunning the command resumes; rows that ended in an error are retried unless --keep-errors."""
     from .vnncomp import run_batch, solve_instance, write_text_atomic
     if instances:
         if onnx_path or vnnlib_path:
@@ -388,7 +394,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
         if timeout is not None and not timeout > 0:
             raise HamverifyError(f"--timeout must be > 0, got {timeout}")
         rows = run_batch(instances, results, workers=workers, timeout=timeout, mode=mode,
-                         log=lambda m: click.echo(m, err=True))
+                         retry_errors=retry_errors, log=lambda m: click.echo(m, err=True))
         counts = {}
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1

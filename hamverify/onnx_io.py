@@ -15,7 +15,8 @@ constants (or Add/Sub of two tensors of the same segment), Neg, Conv (2-D, unrol
 BatchNormalization (folded), Relu, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Shape.
 Transpose is a row permutation, so it is exact whatever it permutes.  Nodes whose inputs are all
 constants (Constant, shape arithmetic, ...) are evaluated by ``onnx.reference``.  Anything else on
-the data path raises a one-line :class:`HamverifyError` naming the op and the node.
+the data path raises a one-line :class:`HamverifyError` naming the op and the node.  A graph output
+that does not depend on the input is imported as zero weights plus its value (a constant network).
 
 ``onnx`` and ``onnxruntime`` are the optional extra ``hamverify[onnx]``; they are imported lazily.
 """
@@ -351,8 +352,16 @@ class _Importer:
                                  f"{len(self.proto.graph.output)}")
         out_name = self.proto.graph.output[0].name
         out = self.env.get(out_name)
+        if out is not None and not isinstance(out, _Lin):
+            # A constant output (it does not depend on the input): an affine map with zero weights
+            # from the current segment, so that every consumer sees an ordinary network.
+            value = np.asarray(out, dtype=np.float64)
+            if value.size == 0:
+                raise HamverifyError(f"{self.label}: output {out_name!r} is empty")
+            width = self.affines[-1].out_features if self.affines else n
+            out = _Lin(sp.csr_matrix((value.size, width)), value.ravel().copy(), value.shape, self.seg)
         if not isinstance(out, _Lin):
-            raise HamverifyError(f"{self.label}: output {out_name!r} does not depend on the input")
+            raise HamverifyError(f"{self.label}: output {out_name!r} is not produced by any node")
         if out.seg != self.seg:
             raise HamverifyError(f"{self.label}: output {out_name!r} skips the last Relu (not supported)")
         self.close(out)

@@ -3,6 +3,9 @@
 The property is violated (``sat``) iff some input ``x`` in a disjunct's box makes the network's
 outputs satisfy that disjunct's rows ``C y <= d``.  Per input box (:class:`~hamverify.vnnlib.Region`):
 
+0. a network whose output does not depend on the input (an affine map with zero weights, e.g. an
+   ONNX graph with a constant output) is evaluated once at the box centre: ``sat`` if that point is
+   a validated counterexample, ``unsat`` if every disjunct's largest row exceeds ``d + tol``;
 1. falsify: a batched PGD on the float64 network minimizing each disjunct's largest violation
    ``max_r (C y - d)_r``;
 2. bounds: symbolic pre-activation bounds over the box; a disjunct is *proven infeasible* when the
@@ -45,8 +48,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import io
 import os
 import pathlib
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -74,7 +80,7 @@ class InstanceResult:
     x: np.ndarray | None = None  # counterexample (flat, float32 values), sat only
     y: np.ndarray | None = None  # onnxruntime's outputs at x, sat only
     reason: str = ""
-    decided_by: str = ""  # pgd | bounds | milp | trivial
+    decided_by: str = ""  # pgd | bounds | milp | constant | trivial
     milp_solves: int = 0
 
     def vnncomp_text(self) -> str:
@@ -247,6 +253,16 @@ def spec_milp(base, logits, disjuncts, lower, upper):
         integrality=integ, n_binaries=int(integ.sum()), network=None, max_columns=None)
 
 
+def constant_output(net) -> bool:
+    """The network's output does not depend on its input: some affine map has only zero weights
+    (e.g. an ONNX graph whose output is a constant, imported as zero weights)."""
+    for aff in net.affines:
+        W = aff.W
+        if (W.count_nonzero() if sp.issparse(W) else np.count_nonzero(W)) == 0:
+            return True
+    return False
+
+
 def _encoding_admits(base, x) -> bool:
     """The base encoding admits the network's own assignment at ``x`` (guards against bounds that
     would fake an infeasibility proof; the same check solve_highs makes for verification)."""
@@ -279,6 +295,19 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
                 if found is not None:
                     raise _Found(*found, by)
 
+    if constant_output(net) and np.isfinite(lo).all() and np.isfinite(hi).all():
+        # the output is the same at every input of the box: evaluate it once
+        centre = (lo + hi) / 2
+        y = net.forward(centre)[0]
+        viol = [float(np.max(C @ y - d, initial=-np.inf)) for C, d in disjuncts]
+        try_points([(k, centre, viol[k]) for k in np.argsort(viol, kind="stable")], "constant")
+        if all(v > tol for v in viol):  # exact: no point of the box gives another output
+            stats["constant"] = True
+            return "unsat"
+        stats["reasons"].append("constant output: it misses a disjunct by at most the tolerance (unsat not "
+                                "proven)" if min(viol) > 0 else "constant output: the counterexample is not "
+                                "confirmed on the network (or the box holds no float32 value)")
+        return "unknown"
     for k, (C, d) in enumerate(disjuncts):
         if C.shape[0] == 0:  # the output constraint is "true": any point of the box
             try_points([(k, (lo + hi) / 2, -np.inf)], "trivial")
@@ -294,6 +323,9 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
     for C, d in disjuncts:
         lower.append(specification_lower_bounds(net, lo, hi, bounds, C) - d)
         upper.append(-specification_lower_bounds(net, lo, hi, bounds, -C) - d)
+    # A disjunct whose rows hold everywhere on the box (sound upper bounds <= 0; e.g. constant rows):
+    # any point of the box, validated as usual.
+    try_points([(k, (lo + hi) / 2, -np.inf) for k in range(len(disjuncts)) if np.max(upper[k]) <= 0], "bounds")
     open_ = [k for k in range(len(disjuncts)) if not np.max(lower[k]) > tol]
     open_.sort(key=lambda k: float(np.max(lower[k])))  # the least constrained first
     if not open_:
@@ -385,7 +417,8 @@ def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "disj
         torch.set_num_threads(torch_threads)
     elapsed = time.monotonic() - t0
     if all(v == "unsat" for v in verdicts):  # also: no cases at all (the property cannot be violated)
-        by = "milp" if stats["milp_solves"] else "bounds" if verdicts else "trivial"
+        by = ("milp" if stats["milp_solves"] else "constant" if stats.get("constant") else
+              "bounds" if verdicts else "trivial")
         return InstanceResult("unsat", elapsed, decided_by=by, milp_solves=stats["milp_solves"])
     result = "timeout" if "timeout" in verdicts else "unknown"
     return InstanceResult(result, elapsed, reason="; ".join(stats["reasons"]), milp_solves=stats["milp_solves"])
@@ -419,20 +452,27 @@ def read_instances(csv_path) -> list[tuple[str, str, float]]:
 
 
 def read_results(results_path) -> dict[tuple[str, str], list[str]]:
-    """Completed rows ``onnx,vnnlib,result,time`` by (onnx, vnnlib); a torn last line is ignored."""
+    """Completed rows by (onnx, vnnlib), each ``[onnx, vnnlib, result, time, detail]``.
+
+    ``detail`` (the fifth column) is the reason of an ``error`` / ``unknown`` / ``timeout`` row, or the
+    counterexample file of a ``sat`` row (relative to the results file's folder); files written
+    before it existed have four columns (read with an empty detail).  A torn last line (no final
+    newline) is ignored."""
     path = pathlib.Path(results_path)
     done: dict[tuple[str, str], list[str]] = {}
     if not path.is_file():
         return done
     with open(path, newline="") as f:
         text = f.read()
-    for row in csv.reader(text.splitlines()):
-        if len(row) == 4 and row[2] in RESULTS:
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]  # the last row was cut off while being written
+    for row in csv.reader(io.StringIO(text)):
+        if len(row) in (4, 5) and row[2] in RESULTS:
             try:
                 float(row[3])
             except ValueError:
                 continue
-            done[(row[0], row[1])] = row
+            done[(row[0], row[1])] = row[:4] + [row[4] if len(row) == 5 else ""]
     return done
 
 
@@ -443,13 +483,28 @@ def _write_rows(path: pathlib.Path, rows: list[list[str]]):
     os.replace(tmp, path)
 
 
-def _cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
-    stem = lambda s: pathlib.Path(s).name.split(".")[0]  # noqa: E731
-    return pathlib.Path(str(results_path) + ".cex") / f"{stem(onnx)}__{stem(vnnlib)}.txt"
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
+    """``<results>.cex/<network>__<spec>__<hash>.txt``: the whole file names of the network and the
+    spec (less ``.onnx`` / ``.vnnlib`` / ``.gz``) and a short hash of both paths as the instances
+    file writes them, so that two instances never share a file (``prop_7_0.03`` / ``prop_7_0.05``,
+    or one spec name in two folders)."""
+    def stem(s: str) -> str:
+        name = pathlib.PurePath(s).name
+        for ext in (".gz", ".onnx", ".vnnlib"):
+            if name.lower().endswith(ext):
+                name = name[:-len(ext)]
+        return re.sub(r"[^A-Za-z0-9._+=-]", "_", name)[:80] or "_"
+
+    digest = hashlib.sha256(f"{onnx}\0{vnnlib}".encode()).hexdigest()[:10]
+    return pathlib.Path(str(results_path) + ".cex") / f"{stem(onnx)}__{stem(vnnlib)}__{digest}.txt"
 
 
 def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str):
-    """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, error message)."""
+    """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, reason)."""
     torch.set_num_threads(1)
     t0 = time.monotonic()
     try:
@@ -464,10 +519,12 @@ def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: st
 
 
 def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | None = None,
-              mode: str = "disjunction", log=print) -> list[list[str]]:
+              mode: str = "disjunction", retry_errors: bool = True, log=print) -> list[list[str]]:
     """Decide every instance of a VNN-COMP ``instances.csv``; rows already in ``results_csv`` are
-    kept (resume).  New rows are appended as they finish; at the end the file is rewritten in
-    the instances' order.  ``sat`` counterexamples go to ``<results>.cex/``.  Returns the rows."""
+    kept (resume), except ``error`` rows, which are decided again unless ``retry_errors`` is False.
+    Rows are ``onnx,vnnlib,result,seconds,detail`` (see :func:`read_results`).  New rows are
+    appended as they finish; at the end the file is rewritten in the instances' order.  ``sat``
+    counterexamples go to ``<results>.cex/`` (:func:`cex_path`).  Returns the rows."""
     from joblib import Parallel, delayed
     if mode not in MODES:
         raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
@@ -477,14 +534,21 @@ def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | Non
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_results(results_path)
     keys, todo = [], []
+    retried = 0
     for onnx, vnnlib, t in instances:
         if (onnx, vnnlib) in keys:
             continue
         keys.append((onnx, vnnlib))
-        if (onnx, vnnlib) not in done:
+        row = done.get((onnx, vnnlib))
+        if row is not None and row[2] == "error" and retry_errors:
+            retried += 1
+            row = None
+        if row is None:
             todo.append((onnx, vnnlib, timeout if timeout is not None else t))
     if len(todo) < len(keys):
         log(f"resuming: {len(keys) - len(todo)} of {len(keys)} instances already in {results_path}")
+    if retried:
+        log(f"retrying {retried} instance(s) that ended in an error")
     _write_rows(results_path, list(done.values()))  # drops a torn last line before appending
     tasks = (delayed(run_instance_row)(root, o, v, t, mode) for o, v, t in todo)
     results = (Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(tasks) if workers > 1
@@ -492,15 +556,16 @@ def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | Non
     with open(results_path, "a", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         for onnx, vnnlib, result, seconds, text, message in results:
-            row = [onnx, vnnlib, result, f"{seconds:.3f}"]
+            detail = _one_line(message)
             if result == "sat":
-                cex = _cex_path(results_path, onnx, vnnlib)
-                cex.parent.mkdir(parents=True, exist_ok=True)
-                cex.write_text(text)
+                cex = cex_path(results_path, onnx, vnnlib)
+                write_text_atomic(cex, text)
+                detail = os.path.relpath(cex, results_path.parent)
+            row = [onnx, vnnlib, result, f"{seconds:.3f}", detail]
             writer.writerow(row)
             f.flush()
-            done[(onnx, vnnlib)] = row
-            log(f"{onnx} {vnnlib}: {result} ({seconds:.2f}s)" + (f" - {message}" if message else ""))
+            done[(onnx, vnnlib)] = row  # a retried row replaces its error in the final rewrite
+            log(f"{onnx} {vnnlib}: {result} ({seconds:.2f}s)" + (f" - {detail}" if detail else ""))
     ordered = [done[k] for k in keys] + [row for k, row in done.items() if k not in set(keys)]
     _write_rows(results_path, ordered)
     return [done[k] for k in keys]
@@ -514,8 +579,8 @@ def write_text_atomic(path, text: str):
     os.replace(tmp, path)
 
 
-__all__ = ["InstanceResult", "MODES", "RESULTS", "decide", "float32_in_box", "read_instances", "read_results",
-           "run_batch", "solve_instance", "spec_milp", "write_text_atomic"]
+__all__ = ["InstanceResult", "MODES", "RESULTS", "cex_path", "constant_output", "decide", "float32_in_box",
+           "read_instances", "read_results", "run_batch", "solve_instance", "spec_milp", "write_text_atomic"]
 
 if __name__ == "__main__":  # pragma: no cover
     print(solve_instance(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 60).vnncomp_text())

@@ -20,8 +20,9 @@ from hamverify.cli import main  # noqa: E402
 from hamverify.milp import SolveResult  # noqa: E402
 from hamverify.network import Affine, Network  # noqa: E402
 from hamverify.onnx_io import IRModule, import_onnx, model_to_onnx, onnx_run, onnx_session, save_onnx  # noqa: E402
-from hamverify.vnncomp import (MODES, Checker, float32_in_box, read_results, run_batch,  # noqa: E402
-                               solve_instance)
+from hamverify.vnncomp import (MODES, Checker, cex_path, constant_output, decide, float32_in_box,  # noqa: E402
+                               read_results, run_batch, solve_instance)
+from hamverify.vnnlib import parse_vnnlib  # noqa: E402
 
 from milp import brute_force_min_margin, interval_bounds, random_net  # noqa: E402  (tests/milp helpers)
 
@@ -222,8 +223,11 @@ def test_batch_csv_resume_and_errors(hand, tmp_path, monkeypatch):
                                      ["hand.onnx", "rows_conjoined.vnnlib", "unsat"],
                                      ["hand.onnx", "missing.vnnlib", "error"]]
     assert all(float(r[3]) >= 0 for r in rows)
-    cex = (tmp_path / "out" / "results.csv.cex" / "hand__cex_in_box.txt").read_text()
-    assert cex.startswith("sat\n((X_0 ")
+    cex_file = cex_path(results, "hand.onnx", "cex_in_box.vnnlib")
+    assert cex_file.parent == tmp_path / "out" / "results.csv.cex" and cex_file.name.startswith("hand__cex_in_box__")
+    assert rows[1][4] == "results.csv.cex/" + cex_file.name  # the sat row names its file
+    assert cex_file.read_text().startswith("sat\n((X_0 ")
+    assert "not found" in rows[3][4]  # the error row keeps its reason
     # resume: nothing is decided again; a torn last line is dropped and only that instance reruns
     text = results.read_text().splitlines()
     results.write_text("\n".join(text[:-1]) + "\nhand.onnx,missing.vnn")
@@ -231,7 +235,7 @@ def test_batch_csv_resume_and_errors(hand, tmp_path, monkeypatch):
     import hamverify.vnncomp as vnncomp
     real = vnncomp.solve_instance
     monkeypatch.setattr(vnncomp, "solve_instance", lambda *a, **k: calls.append(a) or real(*a, **k))
-    rows2 = run_batch(instances, results, workers=1, log=lambda m: None)
+    rows2 = run_batch(instances, results, workers=1, log=lambda m: None, retry_errors=False)
     assert len(calls) == 1 and str(calls[0][1]).endswith("missing.vnnlib")
     assert [r[:3] for r in rows2] == [r[:3] for r in rows]
     assert len(read_results(results)) == 4 and len(results.read_text().splitlines()) == 4
@@ -263,3 +267,149 @@ def test_cli_single_and_batch(hand, tmp_path):
     bad.write_text("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)(assert (>= Y_5 0))")
     res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(bad)])
     assert res.exit_code == 2 and "undeclared variable Y_5" in res.output
+
+
+# ------------------------------------------------------------------- issue 16: batch files and resume
+
+def test_cex_files_of_specs_differing_after_a_dot(hand, tmp_path):
+    """Issue 16.1: prop_7_0.03 and prop_7_0.05 of one network each get their own counterexample file."""
+    root, _, _ = hand
+    boxes = {"prop_7_0.03.vnnlib": ([0.55, 0.0], [0.6, 0.1]), "prop_7_0.05.vnnlib": ([0.8, 0.2], [0.9, 0.3])}
+    for name, (lo, hi) in boxes.items():
+        write_spec(root / name, lo, hi, 3, EITHER)
+    sub = root / "other"
+    sub.mkdir(exist_ok=True)
+    write_net(sub / "hand.onnx", HAND)
+    write_spec(sub / "prop_7_0.03.vnnlib", [0.7, 0.7], [0.75, 0.75], 3, EITHER)
+    rows = [["hand.onnx", name, "20"] for name in boxes] + [["other/hand.onnx", "other/prop_7_0.03.vnnlib", "20"]]
+    with open(root / "dots.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    results = tmp_path / "dots.csv"
+    out = run_batch(root / "dots.csv", results, log=lambda m: None)
+    assert [r[2] for r in out] == ["sat", "sat", "sat"]
+    files = sorted((tmp_path / "dots.csv.cex").iterdir())
+    assert len(files) == 3
+    expected = dict(boxes, **{"other/prop_7_0.03.vnnlib": ([0.7, 0.7], [0.75, 0.75])})
+    for (onnx, vnnlib, *_), row in zip(rows, out):
+        path = cex_path(results, onnx, vnnlib)
+        assert "prop_7_0.0" in path.name and row[4] == "dots.csv.cex/" + path.name
+        x = np.array([parse_sat(path.read_text())[f"X_{i}"] for i in range(2)])
+        lo, hi = expected[vnnlib]
+        assert np.all((x >= lo) & (x <= hi)), (vnnlib, x)  # the file holds this instance's counterexample
+
+
+def test_error_reason_kept_and_retried_on_resume(hand, tmp_path):
+    """Issue 16.2: the reason of an error stays with its row; a rerun retries error rows (by default)."""
+    root, _, _ = hand
+    late = root / "late.vnnlib"
+    late.unlink(missing_ok=True)
+    with open(root / "late.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["hand.onnx", "robust.vnnlib", "20"], ["hand.onnx", "late.vnnlib", "20"]])
+    results = tmp_path / "late_results.csv"
+    runner = CliRunner()
+    args = ["vnnlib", "--instances", str(root / "late.csv"), "--results", str(results)]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    with open(results, newline="") as f:
+        rows = list(csv.reader(f))
+    assert [r[2] for r in rows] == ["unsat", "error"]
+    assert "VNN-LIB file not found" in rows[1][4] and "late.vnnlib" in rows[1][4]
+    write_spec(late, [-0.2, -0.2], [0.6, 0.4], 3, EITHER)  # the cause is fixed
+    res = runner.invoke(main, args + ["--keep-errors"])
+    assert res.exit_code == 0 and "error 1" in res.stdout
+    with open(results, newline="") as f:
+        assert [r[2] for r in csv.reader(f)] == ["unsat", "error"]
+    res = runner.invoke(main, args)  # the default retries it
+    assert res.exit_code == 0, res.output
+    assert "retrying 1" in res.stderr and "resuming: 1 of 2" in res.stderr
+    with open(results, newline="") as f:
+        rows = list(csv.reader(f))
+    assert [r[2] for r in rows] == ["unsat", "sat"] and len(rows) == 2
+    assert cex_path(results, "hand.onnx", "late.vnnlib").is_file()
+    assert "--retry-errors / --keep-errors" in runner.invoke(main, ["vnnlib", "--help"]).output
+
+
+def test_results_without_the_detail_column_resume(hand, tmp_path, monkeypatch):
+    """A results file written before the fifth column existed: its rows are kept, its errors retried."""
+    root, _, specs = hand
+    instances = _instances(root, specs)
+    results = tmp_path / "old.csv"
+    results.write_text("hand.onnx,robust.vnnlib,unsat,0.5\nhand.onnx,cex_in_box.vnnlib,sat,0.4\n"
+                       "hand.onnx,rows_conjoined.vnnlib,error,0.1\n")
+    import hamverify.vnncomp as vnncomp
+    calls = []
+    real = vnncomp.solve_instance
+    monkeypatch.setattr(vnncomp, "solve_instance", lambda *a, **k: calls.append(a) or real(*a, **k))
+    rows = run_batch(instances, results, log=lambda m: None)
+    assert len(calls) == 1 and str(calls[0][1]).endswith("rows_conjoined.vnnlib")
+    assert [r[2] for r in rows] == ["unsat", "sat", "unsat"] and rows[0] == ["hand.onnx", "robust.vnnlib", "unsat",
+                                                                               "0.5", ""]
+
+
+# ------------------------------------------------------------------------ issue 16: constant outputs
+
+def constant_onnx(path, values, n_in=2, relu_branch=False):
+    """An ONNX graph whose output is a Constant node (optionally beside an unused Gemm+Relu branch)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    values = np.asarray(values, dtype=np.float32).reshape(1, -1)
+    nodes = [helper.make_node("Constant", [], ["out"], value=numpy_helper.from_array(values))]
+    inits = []
+    if relu_branch:
+        inits = [numpy_helper.from_array(np.ones((4, n_in), np.float32), "W"),
+                 numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+        nodes = [helper.make_node("Gemm", ["input", "W", "b"], ["h"], transB=1),
+                 helper.make_node("Relu", ["h"], ["r"])] + nodes
+    graph = helper.make_graph(nodes, "constant", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(values.shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return save_onnx(model, path)
+
+
+@pytest.mark.parametrize("relu_branch", [False, True])
+def test_constant_output_is_decided(tmp_path, relu_branch):
+    """Issue 16.5: a network whose output does not depend on the input is answered, not rejected."""
+    net_path = constant_onnx(tmp_path / "c.onnx", [0.2, 0.7, 0.5], relu_branch=relu_branch)
+    imported = import_onnx(net_path)
+    assert imported.net.num_classes == 3 and constant_output(imported.net)
+    np.testing.assert_allclose(imported.net.forward(np.array([[0.0, 0.0], [3.0, -1.0]])),
+                               [[0.2, 0.7, 0.5]] * 2, atol=1e-7)
+    lo, hi = [0.1, -0.3], [0.4, 0.2]
+    sat = solve_instance(net_path, write_spec(tmp_path / "sat.vnnlib", lo, hi, 3, EITHER.replace("Y_0", "Y_1")), 10)
+    assert sat.result == "sat" and sat.decided_by == "constant"
+    values = parse_sat(sat.vnncomp_text())
+    x = np.array([values["X_0"], values["X_1"]])
+    assert np.all((x >= lo) & (x <= hi))
+    y = onnx_run(onnx_session(net_path), x.astype(np.float32).reshape(1, 2)).ravel()
+    assert y[1] >= y[2]  # the real network violates the property at the reported point
+    unsat = solve_instance(net_path, write_spec(tmp_path / "unsat.vnnlib", lo, hi, 3, BOTH), 10)
+    assert unsat.result == "unsat" and unsat.decided_by == "constant"
+
+
+def test_constant_output_soundness(tmp_path, monkeypatch):
+    """No unsat when the constant misses a disjunct by less than tol; no sat without validation."""
+    net_path = constant_onnx(tmp_path / "c.onnx", [0.5, 0.5005, 0.0])
+    imported = import_onnx(net_path)
+    import onnx
+    proto = onnx.load(str(net_path))
+    spec = parse_vnnlib(write_spec(tmp_path / "s.vnnlib", [0, 0], [1, 1], 3, "(assert (>= Y_0 Y_1))"))
+    res = decide(imported, proto, spec, deadline=float("inf"), tol=1e-3)
+    assert res.result == "unknown" and "tolerance" in res.reason
+    assert decide(imported, proto, spec, deadline=float("inf"), tol=1e-6).result == "unsat"
+    spec = parse_vnnlib(write_spec(tmp_path / "t.vnnlib", [0, 0], [1, 1], 3, "(assert (>= Y_1 Y_0))"))
+    assert decide(imported, proto, spec, deadline=float("inf")).result == "sat"
+    monkeypatch.setattr(Checker, "validate", lambda self, *a, **k: None)
+    res = decide(imported, proto, spec, deadline=float("inf"))
+    assert res.result == "unknown" and "not confirmed" in res.reason
+
+
+def test_rows_constant_over_the_box_need_no_search(hand, tmp_path, monkeypatch):
+    """Rows that hold on the whole box (here Y_2 = 0.5 >= 0.4) give sat from the bounds, PGD or not."""
+    _, net_path, _ = hand
+    monkeypatch.setattr(Checker, "attack", lambda self, *a, starts=None, **k: [])
+    res = solve_instance(net_path, write_spec(tmp_path / "s.vnnlib", [0, 0], [1, 1], 3, "(assert (>= Y_2 0.4))"), 10)
+    assert res.result == "sat" and res.decided_by == "bounds" and res.milp_solves == 0
+    res = solve_instance(net_path, write_spec(tmp_path / "u.vnnlib", [0, 0], [1, 1], 3, "(assert (>= Y_2 0.6))"), 10)
+    assert res.result == "unsat" and res.decided_by == "bounds"
