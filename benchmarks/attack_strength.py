@@ -8,9 +8,10 @@ On the first --count test images (correctly classified ones only), each attack r
 verify.py uses for that input, and its point is validated exactly as verify.py does it
 (``Verifier.validate_counterexample``: clipped into B(x) ∩ [0,1], misclassified by the float64
 model).  A margin config ``SxR`` is S steps x R random restarts per open target class (all 9 here),
-batched in one pass.  Printed per attack: inputs falsified, mean / median / max seconds per input,
-total time, and ratios against PGD; then the overlap (found by one but not the other).  One torch
-thread, as in the verifier's workers.
+batched in one pass, run on the float32 model with the float64 one confirming its early stop.
+Printed per attack: inputs falsified, mean / median / max seconds per input, total time, and
+ratios against PGD; then the overlap (found by one but not the other).  One torch thread, as in
+the verifier's workers.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def main(argv=None):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + index)
             attack = MarginPGD(eps, steps=steps, restarts=restarts, generator=gen)
             t = time.perf_counter()
-            res = attack.attack_box(verifier.model, lo, hi, label, input_shape=shape)
+            res = attack.attack_box(verifier.model, lo, hi, label, input_shape=shape, model64=verifier.model64)
             times[name].append(time.perf_counter() - t)
             found[name].append(verifier.validate_counterexample(res.point, lo, hi, label) is not None)
     wall = time.perf_counter() - start_all

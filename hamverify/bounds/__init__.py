@@ -3,11 +3,17 @@
 Three methods, each never looser than the one before it:
 ``interval_bounds`` (IA), ``symbolic_bounds`` (CROWN-style back-substitution) and ``lp_bounds``
 (per-neuron LP over the triangle relaxation).  All work on the IR of ``hamverify.network``.
+
+``alpha_margin_bounds`` / ``alpha_crown`` (alpha-CROWN, ``bounds/alpha.py``) tighten the *margin*
+bounds only, from intermediate bounds of one of the methods above (optionally under ReLU splits),
+so they are not a ``compute_bounds`` method: that contract returns intermediate bounds, and these
+would be the symbolic ones unchanged.
 """
 from __future__ import annotations
 
 from .. import HamverifyError
 from ..network import Network
+from .alpha import AlphaResult, alpha_crown, alpha_margin_bounds, split_bounds
 from .interval import LayerBounds, interval_bounds, interval_output_bounds
 from .lp import lp_bounds
 from .symbolic import margin_lower_bounds, output_bounds, specification_lower_bounds, symbolic_bounds
@@ -31,6 +37,6 @@ def unstable_counts(bounds: list[LayerBounds]) -> list[int]:
     return [int(b.unstable.sum()) for b in bounds]
 
 
-__all__ = ["BOUND_METHODS", "LayerBounds", "compute_bounds", "interval_bounds", "interval_output_bounds",
-           "lp_bounds", "margin_lower_bounds", "output_bounds", "specification_lower_bounds",
-           "symbolic_bounds", "unstable_counts"]
+__all__ = ["BOUND_METHODS", "AlphaResult", "LayerBounds", "alpha_crown", "alpha_margin_bounds", "compute_bounds",
+           "interval_bounds", "interval_output_bounds", "lp_bounds", "margin_lower_bounds", "output_bounds",
+           "specification_lower_bounds", "split_bounds", "symbolic_bounds", "unstable_counts"]
