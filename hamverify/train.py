@@ -19,6 +19,8 @@ from .attacks import PGD
 from .config import parse_eps
 from .models import DEFAULT_ARCH, build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from .recipes import DEFAULT_RECIPE, recipe_overrides
+from .losses import INITS, LOSSES, certified_margin_lower, initialize, relu_balance_loss, robust_loss, tightness_loss
+from .losses.interval import box
 from .regularizers import (STABILITY_FORMS, hamming_loss, l1_penalty, rs_loss, sample_corners,
                            stability_loss, unstable_counts_ia)
 
@@ -41,6 +43,20 @@ class TrainConfig:
     reg: str = "hamming"             # hamming | rs | none
     eps: float | None = None         # target eps; default per dataset
     eps_start_ratio: float = 0.25    # 2/255 of 8/255 until 10 % of the epochs
+    eps_ramp_start: float = 0.1      # eps ramps linearly between these fractions of the epochs
+    eps_ramp_end: float = 0.35
+    # Certified training (hamverify.losses): the robust term, mixed with the clean CE by κ, which
+    # moves from kappa_start to kappa_end over the eps ramp; every term below combines with reg.
+    loss: str = "ce"                 # ce | ibp | crown-ibp | sabr | mtl-ibp
+    kappa_start: float = 1.0
+    kappa_end: float = 0.0
+    beta_start: float = 1.0          # crown-ibp: weight of the CROWN-IBP bound, 1 -> 0 over the ramp
+    beta_end: float = 0.0
+    sabr_lambda: float = 0.4         # sabr: the small box's radius, a share of eps
+    mtl_alpha: float = 0.5           # mtl-ibp: weight of the IBP loss against the adversarial CE
+    attack_steps: int | None = None  # sabr / mtl-ibp attack (default 8 / 1)
+    init: str = "default"            # default | ibp (Shi et al. 2021)
+    warmup_reg: float = 0.0          # weight of the warm-up regularizers, decaying to 0 over the ramp
     gamma_s: float = 0.4
     gamma_h: float = 9000.0
     alpha: float = 8.0
@@ -75,7 +91,16 @@ class TrainConfig:
                   (self.reg in ("hamming", "rs", "none"), f"reg {self.reg!r} (hamming|rs|none)"),
                   (self.stability_form in STABILITY_FORMS, f"stability form {self.stability_form!r}"),
                   (self.collapse_policy in ("stop", "rollback"), f"collapse policy {self.collapse_policy!r}"),
-                  (self.select in ("last", "best-val"), f"select {self.select!r} (last|best-val)"),
+                  (self.select in ("last", "best-val", "best-val-cert"),
+                   f"select {self.select!r} (last|best-val|best-val-cert)"),
+                  (self.loss in LOSSES, f"loss {self.loss!r} ({'|'.join(LOSSES)})"),
+                  (self.init in INITS, f"init {self.init!r} ({'|'.join(INITS)})"),
+                  (0 <= self.eps_ramp_start <= self.eps_ramp_end <= 1,
+                   f"eps ramp {self.eps_ramp_start}..{self.eps_ramp_end} (fractions, start <= end)"),
+                  (all(0 <= v <= 1 for v in (self.kappa_start, self.kappa_end, self.beta_start, self.beta_end,
+                                             self.mtl_alpha)), "κ, β and mtl_alpha must lie in [0, 1]"),
+                  (0 < self.sabr_lambda <= 1, f"sabr_lambda {self.sabr_lambda} (in (0, 1])"),
+                  (self.warmup_reg >= 0, f"warmup_reg {self.warmup_reg} (>= 0)"),
                   (0 <= self.adv_ce <= 1, f"adv_ce {self.adv_ce} (a share in [0, 1])"),
                   (self.epochs >= 1, f"epochs {self.epochs} (must be >= 1)"),
                   (self.batch_size >= 1, f"batch size {self.batch_size}"),
@@ -84,8 +109,8 @@ class TrainConfig:
         for ok, what in checks:
             if not ok:
                 raise HamverifyError(f"invalid training setting: {what}")
-        if self.select == "best-val" and self.val_count < 1:
-            raise HamverifyError("select best-val needs --val-count > 0")
+        if self.select.startswith("best-val") and self.val_count < 1:
+            raise HamverifyError(f"select {self.select} needs --val-count > 0")
 
     @classmethod
     def from_sources(cls, recipe: str | None = None, file_values: dict | None = None,
@@ -139,11 +164,35 @@ def lr_at(cfg: TrainConfig, t: float) -> float:
     return _interp(t, [(0, 0.0), (0.4 * E, cfg.lr), (0.8 * E, 0.05 * cfg.lr), (E, 0.0)])
 
 
-def eps_at(cfg: TrainConfig, t: float) -> float:
-    """eps/4 until 10 %, linear to eps at 35 %, then eps (2/255 -> 8/255 on CIFAR-10)."""
+def ramp_at(cfg: TrainConfig, t: float) -> float:
+    """0 until eps_ramp_start, linear to 1 at eps_ramp_end, then 1: the progress of the eps ramp."""
     E = cfg.epochs
-    return _interp(t, [(0, cfg.eps_start_ratio * cfg.eps), (0.1 * E, cfg.eps_start_ratio * cfg.eps),
-                       (0.35 * E, cfg.eps), (E, cfg.eps)])
+    a, b = cfg.eps_ramp_start * E, cfg.eps_ramp_end * E
+    if b <= a:
+        return float(t >= a)
+    return _interp(t, [(0, 0.0), (a, 0.0), (b, 1.0), (max(E, b), 1.0)])
+
+
+def eps_at(cfg: TrainConfig, t: float) -> float:
+    """eps_start_ratio·eps until the ramp starts, linear to eps at its end (default eps/4 until
+    10 %, eps at 35 %: 2/255 -> 8/255 on CIFAR-10)."""
+    start = cfg.eps_start_ratio * cfg.eps
+    return start + (cfg.eps - start) * ramp_at(cfg, t)
+
+
+def kappa_at(cfg: TrainConfig, t: float) -> float:
+    """Weight of the clean CE against the robust term: kappa_start -> kappa_end over the ramp."""
+    return cfg.kappa_start + (cfg.kappa_end - cfg.kappa_start) * ramp_at(cfg, t)
+
+
+def beta_at(cfg: TrainConfig, t: float) -> float:
+    """crown-ibp: weight of the CROWN-IBP bound, beta_start -> beta_end over the ramp."""
+    return cfg.beta_start + (cfg.beta_end - cfg.beta_start) * ramp_at(cfg, t)
+
+
+def warmup_at(cfg: TrainConfig, t: float) -> float:
+    """Weight of the warm-up regularizers: warmup_reg at the start, 0 from the ramp's end."""
+    return cfg.warmup_reg * (1 - ramp_at(cfg, t))
 
 
 def gamma_factor_at(cfg: TrainConfig, t: float) -> float:
@@ -214,8 +263,30 @@ def _dead(preacts) -> torch.Tensor:
     return torch.stack([(p > 0).sum() == 0 for p in preacts]).any()
 
 
-def regularized_loss(model, cfg: TrainConfig, x, y, eps: float, gfac: float, gen) -> tuple[torch.Tensor, dict]:
-    """Loss of one batch for cfg.reg, and its logged terms."""
+def regularized_loss(model, cfg: TrainConfig, x, y, eps: float, gfac: float, gen, t: float = 0.0
+                     ) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch for cfg.reg and cfg.loss at fractional epoch t, and its logged terms."""
+    loss, terms = _reg_loss(model, cfg, x, y, eps, gfac, gen)
+    if cfg.loss == "ce":
+        return loss, terms
+    # κ·CE + (1 - κ)·robust: the reg branch's CE (clean, or its adversarial mix) is re-weighted.
+    kappa = kappa_at(cfg, t)
+    preacts: list = []
+    out = robust_loss(cfg.loss, model, x, y, eps, beta=beta_at(cfg, t), sabr_lambda=cfg.sabr_lambda,
+                      mtl_alpha=cfg.mtl_alpha, attack_steps=cfg.attack_steps, generator=gen,
+                      preacts_out=preacts)
+    loss = loss - (1 - kappa) * terms["ce"] + (1 - kappa) * out["robust"]
+    terms.update(robust=out["robust"], robust_acc=out["robust_acc"], kappa=kappa)
+    w = warmup_at(cfg, t)
+    if w > 0:
+        tight, balance = tightness_loss(preacts), relu_balance_loss(preacts)
+        loss = loss + w * (tight + balance)
+        terms.update(tightness=tight, relu_balance=balance)
+    return loss, terms
+
+
+def _reg_loss(model, cfg: TrainConfig, x, y, eps: float, gfac: float, gen) -> tuple[torch.Tensor, dict]:
+    """The clean part and cfg.reg's terms (hamming | rs | none)."""
     n = len(x)
     if cfg.reg == "hamming":
         xp, xm = sample_corners(x, eps, gen)
@@ -271,6 +342,23 @@ def output_degeneracy(model, x) -> tuple[bool, int]:
     return bool((logits.std(dim=0).max() < 1e-6).item()), int(logits.argmax(1).unique().numel())
 
 
+@torch.no_grad()
+def certified_accuracy(model, x, y, eps, batch=500) -> float:
+    """Share of x whose margins are all proven > 0 over B(x) by the better of IBP and CROWN-IBP
+    (sound bounds; a cheap lower estimate of what the exact verifier proves)."""
+    hits = 0
+    for i in range(0, len(x), batch):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        lo, hi = box(xb, eps)
+        preacts: list = []
+        m_ibp = certified_margin_lower(model, lo, hi, yb, 0.0, preacts)
+        from .losses import crown_margin_lower
+        m = torch.max(m_ibp, crown_margin_lower(model, lo, hi, yb, preacts))
+        m[torch.arange(len(yb)), yb] = float("inf")
+        hits += int((m.min(1).values > 0).sum())
+    return hits / max(len(x), 1)
+
+
 def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dict:
     model.eval()
     constant, pred_classes = output_degeneracy(model, data.x_eval)
@@ -279,7 +367,11 @@ def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dic
                                        cfg.eval_pgd_restarts, seed=cfg.seed * 7919 + epoch),
            "unstable_ia": unstable_counts_ia(model, data.x_eval[:200], cfg.eps),
            "constant": constant, "pred_classes": pred_classes}
+    if cfg.loss != "ce" or cfg.select == "best-val-cert":
+        out["test_cert"] = certified_accuracy(model, data.x_eval, data.y_eval, cfg.eps)
     if data.x_val is not None:
+        if cfg.select == "best-val-cert":
+            out["val_cert"] = certified_accuracy(model, data.x_val, data.y_val, cfg.eps)
         out["val_clean"] = _accuracy(model, data.x_val, data.y_val)
         out["val_pgd"] = robust_accuracy(model, data.x_val, data.y_val, cfg.eps, cfg.eval_pgd_steps,
                                          cfg.eval_pgd_restarts, seed=cfg.seed * 7919 + epoch + 1)
@@ -346,7 +438,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.dataset).to(device)
+    model = initialize(build_model(cfg.arch, cfg.dataset), cfg.init).to(device)
     optimizer = _make_optimizer(model, cfg)
     state = RunState()
     if resume:
@@ -407,7 +499,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
             xb = data.x_train[idx].float() / 255
             if cfg.augment:
                 xb = augment_batch(xb, gen)
-            loss, terms = regularized_loss(model, cfg, xb, data.y_train[idx], eps, gfac, gen)
+            loss, terms = regularized_loss(model, cfg, xb, data.y_train[idx], eps, gfac, gen, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -426,7 +518,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
                     collapsed_reason = "the loss became non-finite"
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix({k: f"{float(sums[k]) / (step + 1):.3g}"
-                                     for k in ("ce", "ls", "lh", "rs") if k in sums})
+                                     for k in ("ce", "robust", "ls", "lh", "rs") if k in sums})
                 if collapsed_reason:
                     break
         means = {k: float(v) / (step + 1) for k, v in sums.items()}
@@ -462,23 +554,27 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
             raise HamverifyError(f"{msg}; {kept}")
         state.epoch += 1
         state.history.append({k: row[k] for k in ("epoch", "test_clean", "test_pgd", "pred_classes") if k in row})
-        summary = {k: row[k] for k in ("test_clean", "test_pgd", "val_clean", "val_pgd", "unstable_ia") if k in row}
+        summary = {k: row[k] for k in ("test_clean", "test_pgd", "test_cert", "val_clean", "val_pgd", "val_cert",
+                                       "unstable_ia") if k in row}
         log(f"epoch {epoch + 1}/{cfg.epochs}: " + "  ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in {**means, **summary}.items()
             if k not in ("unstable_ia",)) + f"  unstable_ia {[round(u, 1) for u in row['unstable_ia']]}"
             + f"  ({row['epoch_time']:.1f}s)")
-        if cfg.select == "best-val" and row["val_pgd"] > state.best_metric:
-            state.best_metric, state.best_epoch = row["val_pgd"], epoch + 1
+        metric = {"best-val": "val_pgd", "best-val-cert": "val_cert"}.get(cfg.select)
+        if metric and row[metric] > state.best_metric:
+            state.best_metric, state.best_epoch = row[metric], epoch + 1
             _save(out / "best.pt", model, cfg, state, summary)
         _save(out / "last.pt", model, cfg, state, summary, optimizer)
         last_good = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
 
-    final_src = out / ("best.pt" if cfg.select == "best-val" and (out / "best.pt").exists() else "last.pt")
+    final_src = out / ("best.pt" if cfg.select != "last" and (out / "best.pt").exists() else "last.pt")
     final_model, _ = load_checkpoint(final_src)
     final_model.to(device)
     final = {"clean": _accuracy(final_model, data.x_eval, data.y_eval),
              "pgd": robust_accuracy(final_model, data.x_eval, data.y_eval, cfg.eps, 20, 10, seed=cfg.seed),
              "unstable_ia": unstable_counts_ia(final_model, data.x_eval[:200], cfg.eps),
+             **({"cert": certified_accuracy(final_model, data.x_eval, data.y_eval, cfg.eps)}
+                if cfg.loss != "ce" or cfg.select == "best-val-cert" else {}),
              "eval_count": len(data.x_eval), "selected_epoch": state.best_epoch or state.epoch,
              "rollbacks": state.rollbacks, "train_seconds": time.time() - t_start,
              "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)}
