@@ -1,29 +1,92 @@
 """The `hamverify` command line: train-small, evaluate, verify, summary, stats, export, vnnlib."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import os
 import pathlib
+import signal
 import sys
+import threading
 
 import click
 
 from . import HamverifyError, __version__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C (records written so far stay valid)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs in the main thread, SIGTERM raises Terminated (a KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+RESUME_HINT = {"verify": " (rerun the same command to resume)",
+               "train_small": " (continue with --resume RUN_FOLDER/last.pt)"}
+
+
+def _exit_interrupted(code: int) -> None:
+    """Exit now; without waiting for a solve that an interrupted single-worker run left in a
+    thread of this process (runner.abandoned_work): its input was dropped, nothing of it written."""
+    runner = sys.modules.get("hamverify.runner")
+    if runner is not None and runner.abandoned_work():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def one_line_errors(fn):
-    """User errors become one line on stderr and exit 2; Ctrl-C exits 130 (work already written stays)."""
+    """User errors become one line on stderr and exit 2, as do file-system errors (a results file
+    under a regular file, no permission, a full disk); Ctrl-C exits 130 and SIGTERM 143, each
+    with one line (work already written stays)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except HamverifyError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished work is saved (rerun the same command to resume)", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            term = isinstance(exc, Terminated)
+            click.echo(f"{'terminated (SIGTERM)' if term else 'interrupted'}; finished work is saved"
+                       f"{RESUME_HINT.get(fn.__name__, '')}", err=True)
+            _exit_interrupted(143 if term else 130)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            from .config import describe_os_error
+            click.echo(f"error: {describe_os_error(exc)}", err=True)
+            sys.exit(2)
     return wrapper
+
+
+def _download_option(fn):
+    return click.option("--download", is_flag=True,
+                        help="Fetch the official data files if the data set is not installed (nothing "
+                             "touches the network unless asked).")(fn)
 
 
 class EpsType(click.ParamType):
@@ -112,30 +175,88 @@ def main():
 @click.option("--seed", type=int, default=None, help="Seed of the init, batches and corners (0).")
 @click.option("--subset", type=int, default=None, help="Train on the first N images only.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
-@click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<dataset>_<reg>_<eps>).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Run folder (default runs/<dataset>_<reg>_<eps>_s<seed>; with --resume, the resumed run's). "
+                   "A name ending in .pt is the final checkpoint itself, its run folder beside it "
+                   "(m.pt: folder m/).")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="TOML file of settings.")
 @click.option("--resume", type=click.Path(), default=None, help="Continue from a run's last.pt.")
 @click.option("--data-dir", type=click.Path(), default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_download_option
 @one_line_errors
-def train_small(config_file, resume, data_dir, device, out, quiet, **flags):
-    """Train a small CNN with Hamming regularization (METHOD.md §3-4)."""
+def train_small(config_file, resume, data_dir, device, out, quiet, download, **flags):
+    """Train a small CNN with Hamming regularization (docs/METHOD.md §3-4)."""
     from .config import load_toml
+    from .data import download_policy
     from .train import TrainConfig, train
     file_values = load_toml(config_file) if config_file else {}
+    # one validation path for TOML values and flags (types here, ranges in TrainConfig)
+    file_values = {k: check_train_setting(k, v, str(config_file)) for k, v in file_values.items()}
+    flags = {k: check_train_setting(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     if resume:
         from .models import read_checkpoint
         # The run continues with the settings it was started with.
         cfg = TrainConfig.from_dict(read_checkpoint(resume).get("config", {}), str(resume))
     else:
         cfg = TrainConfig.from_sources(file_values=file_values, cli_values=flags)
-    if out is None:
-        out = pathlib.Path("runs") / f"{cfg.dataset}_{cfg.reg}_{cfg.eps:.4f}_s{cfg.seed}"
+    folder, checkpoint = train_destination(out, cfg, resume)
     click.echo(f"training {cfg.arch} on {cfg.dataset}, reg {cfg.reg}, recipe {cfg.recipe}, eps {cfg.eps:.5g}, "
-               f"{cfg.epochs} epochs -> {out}")
-    final = train(cfg, out, device=device, data_dir=data_dir, resume=resume, progress=not quiet)
+               f"{cfg.epochs} epochs -> {checkpoint or folder}" + (f" (run folder {folder})" if checkpoint else ""))
+    with download_policy(download):
+        final = train(cfg, folder, device=device, data_dir=data_dir, resume=resume, progress=not quiet)
+    if checkpoint:
+        import shutil
+        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+        shutil.copyfile(folder / "model.pt", tmp)
+        os.replace(tmp, checkpoint)
     click.echo(f"done: clean {final['clean']:.2%}  PGD {final['pgd']:.2%} on {final['eval_count']} test images; "
-               f"checkpoint {pathlib.Path(out) / 'model.pt'}")
+               f"checkpoint {checkpoint or folder / 'model.pt'}")
+
+
+def check_train_setting(key: str, value, origin: str):
+    """The type check of one train-small setting, from a TOML file or a flag (TrainConfig checks
+    the ranges); unknown keys are left to TrainConfig.from_sources, which names them all."""
+    import dataclasses
+    from .train import TrainConfig
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(key)
+    if field is None or key == "eps":  # eps: a number or a fraction like "8/255", parsed by TrainConfig
+        return value
+    kinds = str(field.type).replace(" ", "").split("|")
+    if value is None and "None" in kinds:
+        return value
+    if "bool" in kinds:
+        ok, want = isinstance(value, bool), "true or false"
+    elif "int" in kinds:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif "float" in kinds:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        if ok and not math.isfinite(value):
+            ok, want = False, "a finite number"
+    else:
+        ok, want = isinstance(value, str), "a string"
+    if not ok:
+        raise HamverifyError(f"{origin}: invalid training setting: {key} must be {want}, got {value!r}")
+    return float(value) if "float" in kinds else value
+
+
+def train_destination(out, cfg, resume=None) -> tuple[pathlib.Path, pathlib.Path | None]:
+    """(run folder, final checkpoint or None) for train-small's --out, checked writable before any
+    work.  No --out: runs/<dataset>_<reg>_<eps>_s<seed>, or the resumed run's folder.  A name
+    ending in .pt that is not an existing folder is the final checkpoint, with its run folder
+    (last.pt, log.jsonl, config.json, model.pt) beside it under the name without .pt."""
+    from .config import check_writable
+    checkpoint = None
+    if out is None:
+        folder = (pathlib.Path(resume).parent if resume else
+                  pathlib.Path("runs") / f"{cfg.dataset}_{cfg.reg}_{cfg.eps:.4f}_s{cfg.seed}")
+    else:
+        folder = pathlib.Path(out).expanduser()
+        if folder.suffix == ".pt" and not folder.is_dir():
+            checkpoint, folder = folder, folder.with_suffix("")
+            check_writable(checkpoint, "checkpoint (--out)")
+    check_writable(folder, "run folder" if checkpoint else "run folder (--out)", folder=True)
+    return folder, checkpoint
 
 
 @main.command()
@@ -149,17 +270,25 @@ def train_small(config_file, resume, data_dir, device, out, quiet, **flags):
 @click.option("--steps", type=int, default=20, show_default=True)
 @click.option("--restarts", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_download_option
 @one_line_errors
-def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, restarts, as_json):
+def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, restarts, as_json, download):
     """Clean and PGD accuracy of a checkpoint."""
     import torch
     from .data import load_dataset, to_tensor
-    from .models import load_checkpoint
+    from .models import check_dataset_fits, load_checkpoint
     from .train import _accuracy, robust_accuracy
+    require_checkpoint(model_path, "evaluate", "for clean and PGD accuracy; an ONNX model's robustness: "
+                       f"hamverify verify --model {model_path} --dataset D --eps E")
     model, meta = load_checkpoint(model_path)
     dataset = dataset or meta["dataset"]
+    check_dataset_fits(model_path, meta["dataset"], dataset)
     eps = meta["eps"] if eps is None else eps
-    x, y = load_dataset(dataset, split, data_dir)
+    if eps is None:
+        raise HamverifyError(f"no --eps given and {model_path} records none")
+    x, y = load_dataset(dataset, split, data_dir, download=download)
+    if start >= len(x):
+        raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
     x, y = to_tensor(x[start:start + count]), torch.as_tensor(y[start:start + count], dtype=torch.long)
     clean = _accuracy(model, x, y)
     pgd = robust_accuracy(model, x, y, eps, steps, restarts)
@@ -170,6 +299,14 @@ def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, res
     else:
         click.echo(f"{dataset} {split}[{start}:{start + len(x)}]  eps {eps:.5g}  clean {clean:.2%}  "
                    f"PGD-{steps}x{restarts} {pgd:.2%}")
+
+
+def require_checkpoint(model_path, command: str, hint: str = "") -> None:
+    """A one-line error naming what ``command`` needs when given an ONNX file instead of a checkpoint."""
+    from .onnx_io import is_onnx_path
+    if is_onnx_path(model_path):
+        raise HamverifyError(f"{model_path} is an ONNX model: {command} needs a hamverify checkpoint (.pt, "
+                             f"from train-small or models/)" + (f" {hint}" if hint else ""))
 
 
 # Every verify setting, from a TOML file or a flag, passes one check: key -> (type, lowest value).
@@ -244,8 +381,9 @@ def _verify_settings(config_file, cli: dict) -> dict:
                    "an input that needs more is recorded error (memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_download_option
 @one_line_errors
-def verify(config_file, as_json, quiet, **flags):
+def verify(config_file, as_json, quiet, download, **flags):
     """Exact verification of l_inf robustness (bounds, then MILP) over a dataset slice."""
     import time as _time
     from .data import load_dataset
@@ -253,7 +391,7 @@ def verify(config_file, as_json, quiet, **flags):
     from .report import format_summary, summarize
     from .runner import default_results_path, run_verification
     from .verify import VerifySettings
-    from .shipped import FULL_EXPERIMENT, default_model, load_samples
+    from .shipped import default_model, full_experiment_hint, past_end_message, verify_inputs
     v = _verify_settings(config_file, flags)
     model_path = v.get("model") or default_model()
     from .onnx_io import is_onnx_path, onnx_verify_meta
@@ -269,22 +407,11 @@ def verify(config_file, as_json, quiet, **flags):
                               tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
                               pgd_restarts=v.get("pgd_restarts", 10))
     log = (lambda m: click.echo(m, err=True))
-    embedded = False
-    try:
-        x, y = load_dataset(dataset, split, v.get("data_dir"))
-        from .data import dataset_source
-        source = dataset_source(dataset, split, v.get("data_dir"))
-    except HamverifyError as exc:
-        samples = None if v.get("data_dir") else load_samples(dataset, split)
-        if samples is None:
-            raise
-        x, y = samples
-        embedded, source = True, "embedded"
-        log(f"no {dataset} {split} data under the data root or online: using the {len(x)} embedded official "
-            f"{dataset} test images in models/samples")
+    # offline first: installed data, else the embedded samples; a download only with --download
+    x, y, source, embedded = verify_inputs(dataset, split, v.get("data_dir"), download, log)
     start = v.get("start", 0)
     if start >= len(x):
-        raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
+        raise HamverifyError(past_end_message(start, dataset, split, len(x), embedded))
     count = v.get("count", len(x) - start)
     indices = list(range(start, min(start + count, len(x))))
     results = v.get("results") or default_results_path(model_path, dataset, "samples" if embedded else split, eps)
@@ -302,7 +429,9 @@ def verify(config_file, as_json, quiet, **flags):
     else:
         click.echo(format_summary(summary, wall_time=_time.time() - t0))
     if embedded:
-        click.echo(f"full CIFAR-10 experiment (needs the data set, see README): {FULL_EXPERIMENT}", err=True)
+        click.echo(f"these were the {len(x)} embedded {dataset} test images; the whole test set "
+                   f"(--download fetches it, or see README 'Data'): {full_experiment_hint(model_path, dataset, eps)}",
+                   err=True)
 
 
 @main.command()
@@ -352,18 +481,29 @@ class _StatsCommand(click.Command):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hamverify-stats-v1, see hamverify.stats).")
 @click.option("--plot", type=click.Path(), default=None, help="Also write a bar chart of unstable ReLUs (.png).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_download_option
 @one_line_errors
-def stats(models, eps, count, start, tightening, corners, seed, dataset, split, data_dir, as_json, plot, quiet):
+def stats(models, eps, count, start, tightening, corners, seed, dataset, split, data_dir, as_json, plot, quiet,
+          download):
     """ReLU stability per layer under each bound method, corner Hamming distance, and the share
-    of inputs proven by bounds alone (METHOD.md §6); several --model side by side."""
+    of inputs proven by bounds alone (docs/METHOD.md §6); several --model side by side."""
+    from .data import download_policy
+    from .models import check_dataset_fits, read_checkpoint
     from .stats import compare_models, format_table, parse_methods, plot_unstable, require_matplotlib, to_json
     methods = parse_methods(tightening)
+    for model_path in models:
+        require_checkpoint(model_path, "stats")
+        meta = read_checkpoint(model_path)
+        check_dataset_fits(model_path, meta.get("dataset"), dataset or meta.get("dataset"))
     if plot:
         require_matplotlib()  # fail before the work, not after
         if not pathlib.Path(plot).expanduser().parent.is_dir():
             raise HamverifyError(f"folder of --plot {plot} does not exist")
-    result = compare_models(list(models), eps, count=count, start=start, methods=methods, corners=corners,
-                            dataset=dataset, split=split, data_dir=data_dir, seed=seed, progress=not quiet)
+        from .config import check_writable
+        check_writable(pathlib.Path(plot).expanduser(), "--plot file")
+    with download_policy(download):
+        result = compare_models(list(models), eps, count=count, start=start, methods=methods, corners=corners,
+                                dataset=dataset, split=split, data_dir=data_dir, seed=seed, progress=not quiet)
     click.echo(to_json(result) if as_json else format_table(result))
     if plot:
         click.echo(f"plot written to {plot_unstable(result, pathlib.Path(plot).expanduser())}", err=True)
@@ -375,7 +515,12 @@ def stats(models, eps, count, start, tightening, corners, seed, dataset, split, 
 @one_line_errors
 def export_cmd(model_path, out):
     """Export a checkpoint to ONNX: normalization included, input [N,C,H,W] in [0,1], dynamic batch."""
+    from .config import check_writable
+    from .models import read_checkpoint
     from .onnx_io import export_checkpoint
+    require_checkpoint(model_path, "export", "(this file is already ONNX)")
+    read_checkpoint(model_path)  # a missing or unreadable checkpoint first, then the output
+    check_writable(out, "ONNX file (--out)")
     path, diff = export_checkpoint(model_path, out)
     if diff > 1e-4:
         raise HamverifyError(f"{path}: onnxruntime and torch logits differ by {diff:.3g} (> 1e-4)")

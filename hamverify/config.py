@@ -41,3 +41,34 @@ def load_toml(path) -> dict:
             return tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # tomllib decodes as UTF-8 first
         raise HamverifyError(f"{path}: invalid TOML ({exc})") from None
+
+
+def check_writable(path, what: str, folder: bool = False) -> pathlib.Path:
+    """A one-line error now, before any work, unless ``path`` (a file; with ``folder``, a folder)
+    can be written: the path itself must be of the right kind, no part of its folder path may be a
+    regular file, and the nearest existing folder must be writable.  Creates nothing."""
+    import os
+    path = pathlib.Path(path).expanduser()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise HamverifyError(f"{what} {path} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise HamverifyError(f"{what} {path} is a folder, not a file")
+        if not os.access(path, os.W_OK):
+            raise HamverifyError(f"cannot write {what} {path}: permission denied")
+        return path
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise HamverifyError(f"cannot create {what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HamverifyError(f"cannot create {what} {path}: no permission to write in {ancestor}")
+    return path
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError about a file (PermissionError, NotADirectoryError, a full disk ...) on one line."""
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
+    reason = exc.strerror or type(exc).__name__
+    return f"cannot use {where}: {reason}" if exc.filename is not None else f"{reason}: {exc}"

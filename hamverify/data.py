@@ -10,6 +10,10 @@ source that has the data wins:
 3. for Fashion-MNIST, the Debian package copy in ``FASHION_MNIST_SYSTEM_DIR``;
 4. a download of the official archives into ``<root>/<name>/`` (when ``download=True``), checked by md5.
 
+``download=None`` (the default) means the current policy: True for library calls, and what the
+command's ``--download`` flag says under the CLI, which sets it with ``download_policy`` -- a
+command touches the network only when asked to.
+
 CIFAR-10's extra split ``test_first100_exact`` (the first 100 official test images) is read from its own npz, or
 cut from the official test batch; never from ``test.npz``, which may be a re-encoded, re-ordered copy.
 
@@ -18,6 +22,7 @@ read-only: ``.copy()`` them before changing them. ``clear_cache()`` forgets ever
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -26,6 +31,7 @@ import io
 import os
 import pathlib
 import pickle
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -96,13 +102,39 @@ def resolve_root(data_dir: str | os.PathLike | None) -> pathlib.Path:
     return DEFAULT_ROOT.expanduser()
 
 
-def load_dataset(name: str, split: str = "test", data_dir=None, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``x`` uint8 (N, H, W, C) and labels ``y`` int64 (N,); both read-only and shared (see module doc)."""
+_DOWNLOAD_POLICY = [True]  # innermost download_policy() last; the library default first
+
+
+@contextlib.contextmanager
+def download_policy(allowed: bool):
+    """Within the block, ``load_dataset(download=None)`` downloads missing data only if ``allowed``
+    (the CLI's ``--download``)."""
+    _DOWNLOAD_POLICY.append(bool(allowed))
+    try:
+        yield
+    finally:
+        _DOWNLOAD_POLICY.pop()
+
+
+def downloads_allowed() -> bool:
+    return _DOWNLOAD_POLICY[-1]
+
+
+def load_dataset(name: str, split: str = "test", data_dir=None, download: bool | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``x`` uint8 (N, H, W, C) and labels ``y`` int64 (N,); both read-only and shared (see module doc).
+    ``download``: fetch missing official files (None: the current download_policy)."""
+    download = downloads_allowed() if download is None else download
     name = _canonical_name(name)
     _check_split(name, split)
     root = resolve_root(data_dir)
     _check_explicit_root(root, data_dir)
-    return _load_cached(name, split, root, bool(download))
+    try:  # what is on disk, whatever the download setting (one cache entry for both)
+        return _load_cached(name, split, root, False)
+    except HamverifyError:
+        if not download:
+            raise
+    return _load_cached(name, split, root, True)
 
 
 def dataset_source(name: str, split: str = "test", data_dir=None) -> str:
@@ -183,7 +215,7 @@ def _load_uncached(name: str, split: str, root: pathlib.Path, download: bool):
     official_split = "test" if prefix is not None else split
 
     found = _load_official(name, official_split, root)
-    download_note = "download disabled"
+    download_note = "download disabled; add --download to fetch the official files"
     if found is None and download:
         download_note = _download_official(name, official_split, root)
         found = _load_official(name, official_split, root)
@@ -476,3 +508,52 @@ def _short(exc: BaseException) -> str:
     """An exception as one short line for an error message."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ------------------------------------------------------------------------------------------------ fetch (CLI)
+
+
+def fetch(root, names=("mnist", "cifar10"), log=print) -> list[pathlib.Path]:
+    """Download the official files of ``names`` into ``root`` (md5-checked) and write lossless npz
+    copies ``<root>/<name>/{train,test}.npz`` beside them (the format read first, and quick to
+    load); returns the npz paths.  ``python -m hamverify.data fetch [ROOT] [DATASET ...]``."""
+    root = pathlib.Path(root).expanduser()
+    written = []
+    for name in names:
+        name = _canonical_name(name)
+        for split in ("train", "test"):
+            npz = root / name / f"{split}.npz"
+            if npz.is_file():
+                log(f"{npz}: already there")
+                continue
+            x, y = _load_uncached(name, split, root, download=True)
+            x, y = _validated(name, x, y, source=f"{name} {split}")
+            npz.parent.mkdir(parents=True, exist_ok=True)
+            tmp = npz.with_name(npz.name + ".tmp.npz")
+            np.savez_compressed(tmp, x=x, y=y)
+            os.replace(tmp, npz)
+            written.append(npz)
+            log(f"{npz}: {len(x)} images")
+    return written
+
+
+def _main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m hamverify.data",
+                                     description="Download data sets into a data root (then set HAMVERIFY_DATA to it).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="download the official files and write npz copies")
+    f.add_argument("root", nargs="?", default=str(DEFAULT_ROOT), help=f"data root (default {DEFAULT_ROOT})")
+    f.add_argument("datasets", nargs="*", default=["mnist", "cifar10"], help=f"of {', '.join(DATASETS)}")
+    args = parser.parse_args(argv)
+    try:
+        fetch(args.root, args.datasets)
+    except HamverifyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done: export HAMVERIFY_DATA={pathlib.Path(args.root).expanduser()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

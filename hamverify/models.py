@@ -1,10 +1,11 @@
-"""Architectures (METHOD.md §2), the Normalize layer, and checkpoints with metadata."""
+"""Architectures (docs/METHOD.md §2), the Normalize layer, and checkpoints with metadata."""
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import io
 import pathlib
+import warnings
 from typing import Callable
 
 import torch
@@ -130,19 +131,68 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, dataset: str, config: 
     tmp.replace(path)
 
 
+def short_text(text: str, limit: int = 160) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word boundary with '...'."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:.") + "..."
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """What a failed torch.load means for a user, on one line: torch's own texts run to several
+    sentences of advice about ``weights_only`` that do not apply to a file that is not ours."""
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text:
+        return ("not a torch checkpoint of tensors (the file is not a torch zip archive, or it holds "
+                "Python objects that a hamverify checkpoint never contains)")
+    if "failed finding central directory" in text or "PytorchStreamReader" in text:
+        return "truncated or corrupt (its zip archive is incomplete)"
+    if isinstance(exc, EOFError) or "Ran out of input" in text:
+        return "truncated or empty"
+    return f"{type(exc).__name__}: {short_text(text, 120) or 'corrupt file'}"
+
+
 def read_checkpoint(path) -> dict:
     """Load the raw checkpoint dict, turning every way a file can be wrong into one clear error."""
     path = pathlib.Path(path)
+    if _is_onnx_name(path):
+        raise HamverifyError(f"{path} is an ONNX model, not a hamverify checkpoint (.pt)")
     if not path.is_file():
         raise HamverifyError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise HamverifyError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:120] if str(exc) else 'corrupt file'})") from None
+        raise HamverifyError(f"{path}: not a readable checkpoint ({_why_unreadable(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise HamverifyError(f"{path}: not a hamverify checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     return payload
+
+
+def _is_onnx_name(path) -> bool:
+    name = str(path).lower()
+    return name.endswith(".onnx") or name.endswith(".onnx.gz")
+
+
+def check_dataset_fits(model_path, model_dataset: str | None, dataset: str, input_shape=None) -> None:
+    """A one-line error unless images of ``dataset`` fit the model's input: a model trained on
+    ``model_dataset`` (or taking ``input_shape``, C x H x W) cannot read images of another shape
+    (an MNIST checkpoint with ``--dataset cifar10``)."""
+    if dataset not in INPUT_SHAPE:
+        raise HamverifyError(f"unknown dataset {dataset!r}; known: {', '.join(INPUT_SHAPE)}")
+    want = tuple(input_shape) if input_shape is not None else INPUT_SHAPE.get(model_dataset)
+    have = INPUT_SHAPE[dataset]
+    if want is None or tuple(want) == have:
+        return
+    own = f"trained on {model_dataset}, " if model_dataset else ""
+    hint = f" (its own: --dataset {model_dataset})" if model_dataset else ""
+    raise HamverifyError(f"{model_path}: the model ({own}inputs {'x'.join(map(str, want))}) cannot read {dataset} "
+                         f"images ({'x'.join(map(str, have))}): give a dataset of its input shape{hint}")
 
 
 def load_checkpoint(path) -> tuple[ReLUNet, dict]:
@@ -153,7 +203,7 @@ def load_checkpoint(path) -> tuple[ReLUNet, dict]:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise HamverifyError(f"{path}: weights do not fit architecture {payload['arch']!r} "
-                             f"({str(exc).splitlines()[0][:120]})") from None
+                             f"({short_text(str(exc).splitlines()[0], 120)})") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta

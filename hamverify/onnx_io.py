@@ -203,8 +203,9 @@ def export_checkpoint(checkpoint, out, n_check: int = 8, seed: int = 0) -> tuple
 # ============================================================================================ import
 
 def _first_line(exc: BaseException) -> str:
+    from .models import short_text
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {short_text(text[0], 160)}" if text else type(exc).__name__
 
 
 def _read_bytes(path) -> bytes:

@@ -2,7 +2,10 @@
 arrive, and a rerun resumes from the results file.
 
 Where inputs run:
-  * one worker, no memory limit: in the driver process;
+  * one worker, no memory limit: in the driver process, one after the other, in a helper thread
+    (_run_in_driver): the main thread only waits, so Ctrl-C or SIGTERM is seen within a fraction
+    of a second even while HiGHS (which releases the GIL) is in a long solve; the input being
+    verified is dropped (nothing of it is written) and the CLI exits at once;
   * ``workers > 1`` or ``max_memory_per_worker``: hamverify's own pool of spawned worker processes,
     each holding one input at a time, so a worker that dies costs only its input: the input is
     retried once (WORKER_DEATH_RETRIES) in a fresh process, then recorded ``error`` with the
@@ -12,20 +15,33 @@ Where inputs run:
     an ``error`` record.
 Each worker process loads the model once (load_verifier's per-process cache).
 
+Worker processes die with their driver: on Linux through prctl(PR_SET_PDEATHSIG, SIGKILL), and
+everywhere through a thread that polls os.getppid() (die_with_parent); after a `kill -9` of the
+driver they are gone within about a second.  When the driver is interrupted (Ctrl-C, SIGTERM)
+or a run ends early, workers still holding an input are killed at once, not waited for.
+
+Progress: a tqdm bar when stderr is a terminal, else a plain line every few inputs (Progress).
+
 Test hooks, environment variables read where an input is verified (tests only):
   HAMVERIFY_TEST_CRASH_INDEX=i          the process verifying input i exits at once (os._exit(1)),
                                         as if killed mid-input;
   HAMVERIFY_TEST_ALLOCATE_BYTES=n       input HAMVERIFY_TEST_ALLOCATE_INDEX (default: every input)
-                                        first allocates n bytes (torch.empty), a memory-hungry input.
+                                        first allocates n bytes (torch.empty), a memory-hungry input;
+  HAMVERIFY_TEST_STALL_INDEX=i[,j..]    input i (each of them) takes HAMVERIFY_TEST_STALL_S seconds (default 600)
+                                        before it is verified: a stand-in for a long solve.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import pathlib
+import queue
 import signal
 import sys
+import threading
+import time
 import traceback
 import warnings
 
@@ -122,6 +138,9 @@ def _test_hooks(index: int) -> None:
     crash = os.environ.get("HAMVERIFY_TEST_CRASH_INDEX")
     if crash not in (None, "") and int(crash) == int(index):
         os._exit(1)
+    stall = os.environ.get("HAMVERIFY_TEST_STALL_INDEX")
+    if stall not in (None, "") and int(index) in {int(i) for i in stall.split(",")}:
+        time.sleep(float(os.environ.get("HAMVERIFY_TEST_STALL_S") or 600))
     nbytes = os.environ.get("HAMVERIFY_TEST_ALLOCATE_BYTES")
     where = os.environ.get("HAMVERIFY_TEST_ALLOCATE_INDEX")
     if nbytes and (where in (None, "") or int(where) == int(index)):
@@ -148,6 +167,21 @@ def verify_task(model_path: str, settings: VerifySettings, index: int, x_uint8: 
         return error_record(settings, verifier.model_sha256, index, label, "memory"), None
 
 
+def check_input_shape(model_path, input_shape, x: np.ndarray, dataset: str | None = None) -> None:
+    """A one-line error unless the images ``x`` (N, H, W, C) fit the model's input (C, H, W): an
+    MNIST checkpoint given CIFAR-10 images would fail on the first input with a reshape error."""
+    c, h, w = tuple(input_shape)
+    got = tuple(np.shape(x)[1:])
+    if len(got) == 3 and got == (h, w, c):
+        return
+    from .models import INPUT_SHAPE
+    own = next((d for d, shape in INPUT_SHAPE.items() if tuple(shape) == (c, h, w)), None)
+    what = f"{dataset} images" if dataset else "the images"
+    hint = f": give --dataset {own} (or another of its input shape)" if own else ""
+    raise HamverifyError(f"{model_path} takes {c}x{h}x{w} inputs; {what} are "
+                         f"{'x'.join(str(v) for v in (got[2:] + got[:2] if len(got) == 3 else got))}{hint}")
+
+
 def default_results_path(model_path, dataset: str, split: str, eps: float) -> pathlib.Path:
     stem = pathlib.Path(model_path).stem if pathlib.Path(model_path).stem != "model" else pathlib.Path(model_path).parent.name
     return pathlib.Path("results") / f"{stem}_{dataset}_{split}_eps{eps:.5f}.jsonl"
@@ -165,14 +199,72 @@ def prepare_resume(results_path, model_sha256: str, eps: float, log, settings: d
     return dedupe_latest(records)
 
 
-def _progress(total, enabled):
-    if not enabled:
-        return None
+class Progress:
+    """Progress of a run on stderr: a tqdm bar on a terminal; elsewhere (a log file, a pipe, a CI
+    job) one plain line every ``every`` inputs (about 20 lines a run) and at least once a minute,
+    instead of a bar's carriage returns piling up into one long line."""
+
+    def __init__(self, total: int, stream=None, every: int | None = None, min_interval: float = 60.0):
+        self.total, self.done, self.counts = total, 0, {}
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = every or max(1, math.ceil(total / 20))
+        self.min_interval = min_interval
+        self.t0 = self.last = time.monotonic()
+        self.bar = None
+        if _is_terminal(self.stream):
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=total, desc="verify", dynamic_ncols=True, file=self.stream)
+
+    def update(self, counts: dict) -> None:
+        self.done += 1
+        self.counts = dict(counts)
+        if self.bar is not None:
+            self.bar.set_postfix(counts)
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if self.done == self.total or self.done % self.every == 0 or now - self.last >= self.min_interval:
+            self.last = now
+            self.stream.write(self.line(now) + "\n")
+            self.stream.flush()
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (now or time.monotonic()) - self.t0
+        text = f"verify: {self.done}/{self.total} inputs"
+        if self.counts:
+            text += " (" + ", ".join(f"{k} {v}" for k, v in self.counts.items()) + ")"
+        text += f", {_duration(elapsed)}"
+        if 0 < self.done < self.total:
+            text += f", about {_duration(elapsed / self.done * (self.total - self.done))} left"
+        return text
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
     try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="verify", dynamic_ncols=True, file=sys.stderr)
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _progress(total, enabled):
+    return Progress(total) if enabled else None
 
 
 def save_counterexample(results_path, index: int, point: np.ndarray, input_shape) -> str:
@@ -195,8 +287,42 @@ def _describe_exit(code) -> str:
     return f"exit code {code}"
 
 
-def _pool_worker(conn, model_path, settings, dataset, memory_limit):
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent_pid: int, poll: float = PARENT_POLL_S) -> str:
+    """Make this process end when the process ``parent_pid`` (its parent) ends, however it ends
+    (``kill -9`` included).  Linux: the kernel sends SIGKILL on the parent's death
+    (prctl PR_SET_PDEATHSIG); everywhere, and as a second line of defence: a daemon thread that
+    checks os.getppid() every ``poll`` seconds (a dead parent's children are re-parented).
+    Returns how ("prctl+poll" or "poll")."""
+    how = "poll"
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                how = "prctl+poll"
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="hamverify-parent-watch", daemon=True).start()
+    return how
+
+
+def _pool_worker(conn, model_path, settings, dataset, memory_limit, parent_pid=None):
     """A local worker process: load the model, cap memory, then verify one input per message."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's; it ends the workers
 
     def send(kind, payload, tb=""):
@@ -233,7 +359,7 @@ def _pool_worker(conn, model_path, settings, dataset, memory_limit):
 class _Worker:
     def __init__(self, ctx, args):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_pool_worker, args=(child, *args), daemon=True)
+        self.proc = ctx.Process(target=_pool_worker, args=(child, *args, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -253,6 +379,11 @@ class _Worker:
             self.proc.join(wait)
         self.conn.close()
 
+    def kill(self):
+        """End it now (an input in flight is dropped; nothing of it was written)."""
+        if self.proc.is_alive():
+            self.proc.kill()
+
 
 def _raise_from_worker(exc: BaseException, tb: str, where: str):
     if not isinstance(exc, HamverifyError):
@@ -270,6 +401,7 @@ def _run_pool(jobs, model_path, settings, dataset, workers, memory_limit, sha, l
     pending = collections.deque(jobs)
     deaths: dict[int, int] = {}
     pool = [_Worker(ctx, args) for _ in range(min(workers, len(pending)))]
+    finished = False
     try:
         while pending or any(w.job is not None for w in pool):
             for k, w in enumerate(pool):
@@ -327,11 +459,68 @@ def _run_pool(jobs, model_path, settings, dataset, workers, memory_limit, sha, l
                     yield payload
                 else:
                     _raise_from_worker(payload, tb, f"input {w.job[0]}" if w.job else "starting")
+        finished = True
     finally:
+        if not finished:  # interrupted (Ctrl-C, SIGTERM), an error, or the caller stopped early
+            for w in pool:
+                if w.job is not None or not w.ready:
+                    w.kill()
         for w in pool:
             w.ask_to_stop()
         for w in pool:
             w.stop()
+
+
+_ABANDONED: list[threading.Thread] = []  # in-driver threads left mid-input by an interrupt
+
+
+def abandoned_work() -> bool:
+    """Whether an interrupted run left an input being verified in a thread of this process (the
+    CLI then exits with os._exit instead of waiting for that solve)."""
+    return any(t.is_alive() for t in _ABANDONED)
+
+
+def _run_in_driver(jobs, model_path, settings, dataset, poll: float = 0.2):
+    """Yield (record, counterexample) per job, verified one after the other in a helper thread of
+    this process; the calling thread waits in short steps, so KeyboardInterrupt (Ctrl-C, or SIGTERM
+    through the CLI's handler) reaches it within ``poll`` seconds.  When the caller stops (an
+    interrupt, an error, or closing the generator) the thread takes no further input; one in
+    flight is dropped and the thread is recorded in _ABANDONED."""
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for index, x, label in jobs:
+                if stop.is_set():
+                    return
+                try:
+                    result = ("ok", verify_task(str(model_path), settings, index, x, label, dataset))
+                except BaseException as exc:  # re-raised in the caller's thread
+                    out.put(("raise", exc))
+                    return
+                out.put(result)
+        finally:
+            out.put(("end", None))
+
+    thread = threading.Thread(target=work, name="hamverify-verify", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                kind, payload = out.get(timeout=poll)
+            except queue.Empty:
+                continue
+            if kind == "end":
+                break
+            if kind == "raise":
+                raise payload
+            yield payload
+    finally:
+        stop.set()
+        thread.join(0.05)
+        if thread.is_alive():
+            _ABANDONED.append(thread)
 
 
 def _run_dask(client, jobs, model_path, settings, dataset, memory_limit, sha, log):
@@ -384,10 +573,13 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
     and ``source`` (data.dataset_source) are stored in each record with a hash of the input's
     pixels, and a resume must match them; ``retry_errors``: inputs recorded ``error`` are run again."""
     from .cluster import dask_client, format_bytes, parse_memory, parse_scheduler
+    from .config import check_writable
     spec = parse_scheduler(scheduler, workers if workers > 1 else None) if scheduler else None
     memory = parse_memory(max_memory_per_worker) if max_memory_per_worker is not None else None
+    check_writable(results_path, "results file")  # before any work: a path under a file, no permission
     verifier = load_verifier(model_path, settings, dataset)  # fail fast in the driver (model, IR, solver)
     sha, input_shape = verifier.model_sha256, verifier.input_shape
+    check_input_shape(model_path, input_shape, x, dataset)
     digests = {i: input_digest(x[i], int(y[i])) for i in indices}
     data = {k: v for k, v in (("dataset", dataset), ("split", split), ("source", source)) if v is not None}
     done = prepare_resume(results_path, sha, settings.eps, log, settings.resume_fields(), data, digests)
@@ -410,7 +602,11 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
         cluster = dask_client(spec, memory + (resident_memory() or 0) if memory and spec.kind == "local" else None,
                               log)
     with cluster as client:  # connect (or start the cluster) before touching the results file
-        writer = ResultsWriter(results_path)
+        try:
+            writer = ResultsWriter(results_path)
+        except OSError as exc:
+            raise HamverifyError(f"cannot write the results file {results_path}: "
+                                 f"{exc.strerror or exc} ({exc.filename or results_path})") from None
         bar = _progress(len(todo), progress)
         counts = {"verified": 0, "falsified": 0, "timeout": 0}
         try:
@@ -419,7 +615,7 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
             elif workers > 1 or memory:
                 results = _run_pool(jobs, model_path, settings, dataset, workers, memory, sha, log)
             else:
-                results = (verify_task(str(model_path), settings, i, xi, yi, dataset) for i, xi, yi in jobs)
+                results = _run_in_driver(jobs, model_path, settings, dataset)
             try:
                 for rec, cex in results:
                     for key, value in data.items():
@@ -432,8 +628,7 @@ def run_verification(model_path, settings: VerifySettings, x: np.ndarray, y: np.
                     if rec.status in counts:
                         counts[rec.status] += 1
                     if bar is not None:
-                        bar.set_postfix(counts)
-                        bar.update(1)
+                        bar.update(counts)
             finally:
                 results.close()  # stops the worker processes / cancels the cluster's futures
         finally:

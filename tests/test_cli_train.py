@@ -16,6 +16,11 @@ from hamverify.cli import main
 from hamverify.models import load_checkpoint, read_checkpoint
 from hamverify.recipes import DEFAULT_RECIPE
 
+try:  # tests/ is on sys.path under pytest's default import mode
+    from conftest import has_data
+except ImportError:  # tests/ as a package
+    from tests.conftest import has_data
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +30,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def data_root():
     env = os.environ.get("HAMVERIFY_DATA")
     root = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-    if not (root / "cifar10").is_dir():
+    if not has_data(root, "cifar10"):
         pytest.skip(f"shared data not found at {root}")
     return root
 
@@ -168,3 +173,92 @@ def test_real_process_error_has_no_traceback(tmp_path, data_root):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], proc.stderr
+
+
+# ---------------------------------------------------- issue 16, items 10 and 12: --out, validation
+
+
+@pytest.fixture(scope="module")
+def mnist_root():
+    env = os.environ.get("HAMVERIFY_DATA")
+    root = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if not has_data(root, "mnist"):
+        pytest.skip(f"MNIST data not found at {root}")
+    return root
+
+
+QUICK = ["--dataset", "mnist", "--arch", "tiny_mlp", "--subset", 256, "--epochs", 1, "--eval-count", 16,
+         "--val-count", 64, "--quiet"]
+
+
+def test_out_ending_in_pt_is_the_final_checkpoint(tmp_path, mnist_root):
+    """`--out m.pt` writes the checkpoint m.pt with its run folder m/ beside it (it used to make a
+    folder named m.pt holding model.pt)."""
+    out = tmp_path / "m.pt"
+    result = _invoke(["train-small", *QUICK, "--data-dir", mnist_root, "--out", out])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert out.is_file()
+    model, meta = load_checkpoint(out)
+    assert meta["arch"] == "tiny_mlp" and meta["dataset"] == "mnist"
+    assert (tmp_path / "m").is_dir() and (tmp_path / "m" / "last.pt").is_file()
+    assert (tmp_path / "m" / "model.pt").read_bytes() == out.read_bytes()
+    assert f"checkpoint {out}" in result.output and f"run folder {tmp_path / 'm'}" in result.output
+    # resuming without --out continues in the run's own folder
+    again = _invoke(["train-small", "--resume", tmp_path / "m" / "last.pt", "--data-dir", mnist_root, "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert f"-> {tmp_path / 'm'}" in again.output
+
+
+@pytest.mark.parametrize("kind", ["under_a_file", "pt_under_a_file", "folder_is_a_file", "no_permission"])
+def test_unwritable_out_is_one_line_before_any_work(tmp_path, monkeypatch, kind):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    if kind == "under_a_file":
+        out, needle = blocker / "run", "is a file"
+    elif kind == "pt_under_a_file":
+        out, needle = blocker / "m.pt", "is a file"
+    elif kind == "folder_is_a_file":
+        (tmp_path / "m").write_text("in the way of the run folder m/")
+        out, needle = tmp_path / "m.pt", "is not a folder"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if pathlib.Path(p) == locked
+                            else real_access(p, mode, **kw))
+        out, needle = locked / "run", "no permission"
+    # no data root at all: the --out check comes first, before any data is read
+    result = _invoke(["train-small", *QUICK, "--data-dir", tmp_path / "no-data", "--out", out])
+    _assert_one_line_error(result, needle)
+    assert not (tmp_path / "no-data").exists()
+
+
+# One validation path: a bad value reads the same from a flag as from the TOML file (click's
+# own type errors for flags aside, which are one line too).
+@pytest.mark.parametrize("key, toml_value, flag_value, needle", [
+    ("epochs", '"ten"', None, "epochs must be an integer"),
+    ("epochs", "1.5", None, "epochs must be an integer"),
+    ("epochs", "0", "0", "epochs 0"),
+    ("lr", '"fast"', None, "lr must be a number"),
+    ("lr", "-1.0", "-1", "lr -1"),
+    ("batch_size", "0", "0", "batch size 0"),
+    ("subset", "0", "0", "subset 0"),
+    ("adv_ce", "2.0", "2", "adv_ce 2"),
+    ("eps_ramp_start", "0.9", "0.9", "eps ramp"),
+    ("sabr_lambda", "0.0", "0", "sabr_lambda"),
+    ("augment", "1", None, "augment must be true or false"),
+    ("reg", '"l2"', None, "reg 'l2'"),
+    ("eps", '"8/0"', "8/0", "division by zero"),
+    ("eps", "3.0", "3", "[0, 1]"),
+])
+def test_bad_training_settings_from_toml_and_flags(tmp_path, key, toml_value, flag_value, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f"{key} = {toml_value}\n")
+    result = _invoke(["train-small", "--out", tmp_path / "o", "--config", cfg, "--quiet"])
+    line = _assert_one_line_error(result, needle)
+    if "must be" in needle:
+        assert str(cfg) in line  # type errors name the file
+    if flag_value is not None:
+        result = _invoke(["train-small", "--out", tmp_path / "o", f"--{key.replace('_', '-')}", flag_value, "--quiet"])
+        _assert_one_line_error(result, needle)
+    assert not (tmp_path / "o").exists()

@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from hamverify.cli import main
 
 try:  # tests/ is on sys.path under pytest's default import mode
+    from conftest import has_data
     from test_runner import data_root, train_tiny
 except ImportError:  # tests/ as a package
+    from tests.conftest import has_data
     from tests.test_runner import data_root, train_tiny
 
 EPS = "0.05"
@@ -24,7 +26,7 @@ EPS = "0.05"
 @pytest.fixture(scope="module")
 def root():
     r = data_root()
-    if not (r / "mnist" / "test.npz").is_file() or not (r / "mnist" / "train.npz").is_file():
+    if not has_data(r, "mnist"):
         pytest.skip(f"MNIST not found under {r}")
     return r
 
@@ -256,3 +258,172 @@ def test_the_installed_command_prints_one_line_without_traceback(workdir):
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: checkpoint not found: {workdir / 'nope.pt'}"]
+
+
+# ------------------------------------------- issue 16, item 10: one line where a traceback was
+
+
+def test_results_path_under_a_regular_file(tiny, root, workdir):
+    """Tests run as root, where chmod does not stop writes: a path under a regular FILE cannot be
+    created by anyone."""
+    blocker = workdir / "file.txt"
+    blocker.write_text("not a folder\n")
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 2, "--model", tiny,
+                 "--results", blocker / "results.jsonl")
+    assert_one_line_error(res, "results file", str(blocker), "is a file")
+
+
+def test_default_results_folder_blocked_by_a_file(tiny, root, workdir, monkeypatch):
+    cwd = workdir / "blocked_cwd"
+    cwd.mkdir()
+    (cwd / "results").write_text("")  # where the default results/ folder would go
+    monkeypatch.chdir(cwd)
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 2, "--model", tiny)
+    assert_one_line_error(res, "results", "is a file")
+
+
+def test_results_folder_without_permission(tiny, root, workdir, monkeypatch):
+    """No write permission (os.access says no: as root, chmod would not)."""
+    locked = workdir / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if pathlib.Path(p) == locked
+                        else real_access(p, mode, **kw))
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 2, "--model", tiny,
+                 "--results", locked / "sub" / "r.jsonl")
+    assert_one_line_error(res, "no permission", str(locked))
+
+
+def test_a_write_that_fails_anyway_is_one_line(tiny, root, workdir, monkeypatch):
+    """Past the early check (a full disk, a permission the check could not see): one line."""
+    import hamverify.records
+    import hamverify.runner
+
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(hamverify.records.ResultsWriter, "__init__", refuse)
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 2, "--model", tiny,
+                 "--results", workdir / "refused.jsonl")
+    assert_one_line_error(res, "cannot write the results file", "Permission denied")
+    monkeypatch.undo()
+
+    def disk_full(results_path, index, point, input_shape):
+        raise OSError(28, "No space left on device", f"{results_path}.cex/{index}.npy")
+
+    monkeypatch.setattr(hamverify.runner, "save_counterexample", disk_full)
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 10, "--model", tiny,
+                 "--results", workdir / "disk_full.jsonl")
+    assert_one_line_error(res, "No space left on device", ".cex/")
+
+
+def test_a_checkpoint_of_another_input_shape(tiny, root, workdir):
+    """An MNIST checkpoint with --dataset cifar10 (was: ValueError: cannot reshape)."""
+    res = invoke("verify", "--quiet", "--data-dir", root, "--count", 2, "--model", tiny, "--dataset", "cifar10",
+                 "--results", workdir / "shape.jsonl")
+    assert_one_line_error(res, "1x28x28", "cifar10", "3x32x32", "--dataset mnist")
+    res = invoke("evaluate", "--model", tiny, "--dataset", "cifar10", "--data-dir", root, "--count", 2)
+    assert_one_line_error(res, "trained on mnist", "cannot read cifar10", "--dataset mnist")
+    res = invoke("stats", "--model", tiny, "--dataset", "cifar10", "--data-dir", root, "--count", 2, "--quiet")
+    assert_one_line_error(res, "cannot read cifar10")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "stats", "export"])
+def test_an_onnx_file_where_a_checkpoint_is_needed(command, workdir):
+    net = workdir / "net.onnx"
+    net.write_bytes(b"\x08\x07")  # the name decides; the bytes are never read
+    extra = ["--out", workdir / "again.onnx"] if command == "export" else []
+    res = invoke(command, "--model", net, *extra)
+    line = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+    assert_one_line_error(res, "is an ONNX model", f"{command} needs a hamverify checkpoint (.pt")
+    assert "Weights only" not in line[0]
+    if command == "evaluate":
+        assert "hamverify verify --model" in line[0]
+
+
+def tiny_bytes_source():
+    return pathlib.Path(__file__).resolve().parents[1] / "models" / "mnist_small_hamming_0.1.pt"
+
+
+def test_unreadable_checkpoints_are_explained_not_cut_mid_word(workdir):
+    import pickle
+    foreign = workdir / "foreign.pt"
+    # a plain pickle, not a torch file: torch's weights-only loader refuses it with a paragraph of advice
+    foreign.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    res = invoke("evaluate", "--model", foreign)
+    assert_one_line_error(res, str(foreign), "not a torch checkpoint of tensors")
+    line = res.stderr.strip().splitlines()[-1]
+    assert "If yo" not in line and "weights_only" not in line and line.endswith(")")
+    truncated = workdir / "short.pt"
+    truncated.write_bytes(pathlib.Path(tiny_bytes_source()).read_bytes()[:300])
+    assert_one_line_error(invoke("evaluate", "--model", truncated), "truncated or corrupt")
+
+
+def test_short_text_cuts_at_a_word():
+    from hamverify.models import short_text
+    text = "Weights only load failed. This file can still be loaded, to do so you have two options. If you"
+    cut = short_text(text, 60)
+    assert len(cut) <= 60 and cut.endswith("...") and cut[:-3] == text[:len(cut) - 3]
+    assert text.startswith(cut[:-3]) and text[len(cut) - 3] in " ,."  # ends at a word boundary
+    assert short_text("a  b\nc", 60) == "a b c"
+
+
+def test_export_out_under_a_regular_file(tiny, workdir):
+    pytest.importorskip("onnx")
+    blocker = workdir / "file.txt"
+    blocker.write_text("x")
+    res = invoke("export", "--model", tiny, "--out", blocker / "net.onnx")
+    assert_one_line_error(res, "ONNX file (--out)", "is a file")
+
+
+# -------------------------------------- issue 16, item 12: the embedded samples, offline first
+
+SHIPPED_MNIST = pathlib.Path(__file__).resolve().parents[1] / "models" / "mnist_small_hamming_0.1.pt"
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """An empty data root and a network that records every URL asked for."""
+    import hamverify.data
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("HAMVERIFY_DATA", str(empty))
+    asked = []
+
+    def no_network(url, timeout=None):
+        asked.append(url)
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(hamverify.data.urllib.request, "urlopen", no_network)
+    hamverify.data.clear_cache()
+    return tmp_path, asked
+
+
+def test_embedded_mnist_offline_first_with_its_own_hint(no_data):
+    tmp, asked = no_data
+    res = invoke("verify", "--model", SHIPPED_MNIST, "--count", 2, "--quiet", "--results", tmp / "m.jsonl")
+    assert res.exit_code == 0, res.output
+    assert asked == []  # no download without --download
+    assert "using the 100 embedded official mnist test images" in res.stderr
+    hint = res.stderr.strip().splitlines()[-1]
+    assert "these were the 100 embedded mnist test images" in hint
+    assert "verify_configs/mnist_small_0.1.toml" in hint and "--download" in hint
+    assert "CIFAR" not in hint and "cifar10" not in hint
+
+
+def test_start_past_the_embedded_samples(no_data):
+    tmp, asked = no_data
+    res = invoke("verify", "--model", SHIPPED_MNIST, "--start", 150, "--quiet", "--results", tmp / "s.jsonl")
+    assert_one_line_error(res, "--start 150", "the 100 embedded mnist test images", "no mnist data is installed",
+                          "--download")
+    assert asked == []
+
+
+def test_download_only_when_asked(no_data):
+    tmp, asked = no_data
+    res = invoke("verify", "--model", SHIPPED_MNIST, "--count", 2, "--quiet", "--download",
+                 "--results", tmp / "d.jsonl")
+    assert_one_line_error(res, "mnist test data not found", "network disabled in tests")
+    assert asked and all("t10k" in url for url in asked)
+    res = invoke("evaluate", "--model", SHIPPED_MNIST, "--count", 2)
+    assert_one_line_error(res, "download disabled", "--download")

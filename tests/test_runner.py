@@ -359,3 +359,79 @@ def test_error_records_are_retried_on_resume(full_run, model_path, mnist, workdi
     recs, log = run(model_path, results, range(N), mnist)
     assert any("retrying 1 recorded as error" in m for m in log)
     assert recs[2].status == full[2].status != "error"
+
+
+# -- progress lines and input shapes (issue 16, items 10 and 12) ----------------------------------
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal():
+    import io
+    from hamverify.runner import Progress
+    stream = io.StringIO()
+    bar = Progress(100, stream=stream)
+    assert bar.bar is None
+    for i in range(100):
+        bar.update({"verified": i, "falsified": 0, "timeout": 0})
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 20 and "\r" not in stream.getvalue()
+    assert lines[0].startswith("verify: 5/100 inputs (verified 4, falsified 0, timeout 0), ")
+    assert "left" in lines[0] and lines[-1].startswith("verify: 100/100 inputs") and "left" not in lines[-1]
+    few = io.StringIO()
+    bar = Progress(3, stream=few)
+    for _ in range(3):
+        bar.update({})
+    assert few.getvalue().splitlines()[-1].startswith("verify: 3/3 inputs, ")
+
+
+def test_progress_line_at_least_once_a_minute(monkeypatch):
+    import io
+    import hamverify.runner as R
+    clock = [0.0]
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    bar = R.Progress(1000, stream=stream)
+    bar.update({})
+    assert stream.getvalue() == ""
+    clock[0] = 61.0
+    bar.update({})
+    assert stream.getvalue().startswith("verify: 2/1000 inputs, 1 min 01 s, about ")
+
+
+def test_images_of_another_shape_are_refused():
+    from hamverify.runner import check_input_shape
+    check_input_shape("m.pt", (1, 28, 28), np.zeros((2, 28, 28, 1), np.uint8))
+    with pytest.raises(HamverifyError, match=r"m.pt takes 1x28x28 inputs; cifar10 images are 3x32x32: "
+                                             r"give --dataset mnist"):
+        check_input_shape("m.pt", (1, 28, 28), np.zeros((2, 32, 32, 3), np.uint8), "cifar10")
+
+
+def test_an_interrupted_in_driver_run_takes_no_further_input(monkeypatch):
+    """The single-worker path verifies in a helper thread; when the caller stops (as on Ctrl-C)
+    the input in flight is dropped, no further input is started, and the thread is reported."""
+    import threading
+    import time as _time
+    import hamverify.runner as R
+    started = []
+    go = {i: threading.Event() for i in range(5)}
+
+    def slow_task(model_path, settings_, index, x, label, dataset=None, memory_limit=None):
+        started.append(index)
+        go[index].wait(10)
+        return f"record {index}", None
+
+    monkeypatch.setattr(R, "verify_task", slow_task)
+    gen = R._run_in_driver([(i, None, 0) for i in range(5)], "m.pt", None, None, poll=0.01)
+    go[0].set()
+    assert next(gen) == ("record 0", None)
+    deadline = _time.monotonic() + 10
+    while len(started) < 2 and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    t0 = _time.monotonic()
+    gen.close()  # the caller stops while input 1 is in flight
+    assert _time.monotonic() - t0 < 1  # it does not wait for the input
+    assert started == [0, 1] and R.abandoned_work()
+    go[1].set()
+    for thread in R._ABANDONED:
+        thread.join(5)
+    assert not R.abandoned_work() and started == [0, 1]  # input 2 was never started
