@@ -1,5 +1,5 @@
 """Verification speed by stage: bounds tightening (ia / symbolic / lp) x MILP back end (highs / pulp),
-and joblib workers 1 vs 2, on a trained cifar_small checkpoint (METHOD.md §5.8).
+and joblib workers 1 vs 2, on a trained cifar_small checkpoint (docs/METHOD.md §5.8).
 
   python benchmarks/verify_speed.py [--model PATH] [--count 100] [--timeout 60] \
       [--configs ia+pulp,ia+highs,symbolic+pulp,symbolic+highs,lp+pulp,lp+highs] \

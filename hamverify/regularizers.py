@@ -1,4 +1,4 @@
-"""The training regularizers of METHOD.md §3: corners, the Hamming term, the stability term,
+"""The training regularizers of docs/METHOD.md §3: corners, the Hamming term, the stability term,
 and the RS-loss baseline (Xiao et al. 2019).
 
 Every term works from one forward pass over ``[x; x+; x-]`` (``ReLUNet.forward_with_preacts``),
@@ -37,7 +37,7 @@ def hamming_loss(preacts_plus, preacts_minus, alpha: float = 8.0) -> torch.Tenso
 def stability_loss(logits_plus, logits_minus, form: str = "softmax-mean") -> torch.Tensor:
     """L_S (Eq. 16) between the two corners' outputs.
 
-    ``softmax-mean`` is METHOD.md's choice; ``softmax-sum`` is Eq. 16 as printed (a sum over the
+    ``softmax-mean`` is docs/METHOD.md's choice; ``softmax-sum`` is Eq. 16 as printed (a sum over the
     batch); the ``logits-*`` forms apply it to the raw logits, where it is far from negligible.
     """
     if form not in STABILITY_FORMS:

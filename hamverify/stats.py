@@ -1,4 +1,4 @@
-"""ReLU-stability statistics (METHOD.md §6): how verifiable a model is before any MILP runs.
+"""ReLU-stability statistics (docs/METHOD.md §6): how verifiable a model is before any MILP runs.
 
 For one or more models, one eps and the same slice of a dataset, this module measures
 
@@ -83,7 +83,7 @@ from .network import Network
 
 SCHEMA = "hamverify-stats-v1"
 DEFAULT_METHODS = ("ia", "symbolic")
-PROOF_TOL = 1e-6  # the verifier's default tol (METHOD.md §5.5)
+PROOF_TOL = 1e-6  # the verifier's default tol (docs/METHOD.md §5.5)
 STABILITY_KEYS = ("active", "inactive", "unstable", "active_pct", "inactive_pct", "unstable_pct")
 PLOT_MISSING = "matplotlib is not installed: pip install 'hamverify[plot]'"
 _GENERIC_STEMS = {"model", "last", "best", "final", "checkpoint", "ckpt"}

@@ -132,7 +132,7 @@ def test_seeded_pgd_is_reproducible():
 def test_pgd_defaults_and_mode():
     a = PGD(8 / 255)
     assert a.steps == 20 and a.restarts == 10
-    assert a.step_size == pytest.approx(2.5 * (8 / 255) / 20)  # METHOD.md §1
+    assert a.step_size == pytest.approx(2.5 * (8 / 255) / 20)  # docs/METHOD.md §1
     assert PGD(0.1, steps=10).step_size == pytest.approx(0.025)
     model = tiny_mlp("mnist", hidden=4).train()
     x, y = torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long)

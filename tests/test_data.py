@@ -448,3 +448,25 @@ def test_download_disabled_never_opens_urls(tmp_path, monkeypatch):
     with pytest.raises(HamverifyError, match="download disabled"):
         data.load_dataset("mnist", "test", data_dir=tmp_path, download=False)
     assert requested == []
+
+
+def test_fetch_downloads_then_writes_npz_copies(tmp_path, monkeypatch):
+    """`python -m hamverify.data fetch ROOT mnist`: the official files, then lossless npz copies."""
+    rng = np.random.default_rng(9)
+    x_test, y_test, bodies = _tiny_mnist_gz(rng)
+    x_train = _random_images(rng, 4, (28, 28))
+    y_train = np.array([4, 3, 2, 1], dtype=np.uint8)
+    bodies["train-images-idx3-ubyte.gz"] = gzip.compress(_idx_bytes(x_train))
+    bodies["train-labels-idx1-ubyte.gz"] = gzip.compress(_idx_bytes(y_train))
+    _serve(monkeypatch, bodies)
+    base_url, md5s = data.IDX_SOURCES["mnist"]
+    monkeypatch.setitem(data.IDX_SOURCES, "mnist",
+                        (base_url, dict(md5s, **{n: hashlib.md5(b).hexdigest() for n, b in bodies.items()})))
+    lines = []
+    written = data.fetch(tmp_path, ["mnist"], log=lines.append)
+    assert written == [tmp_path / "mnist" / "train.npz", tmp_path / "mnist" / "test.npz"]
+    with np.load(tmp_path / "mnist" / "test.npz") as d:
+        np.testing.assert_array_equal(d["x"][..., 0], x_test)
+        assert d["y"].tolist() == [1, 2, 3]
+    assert data.fetch(tmp_path, ["mnist"], log=lines.append) == []  # already there: nothing again
+    assert data._main(["fetch", str(tmp_path), "mnist"]) == 0

@@ -1,4 +1,4 @@
-"""Architectures (METHOD.md §2), forward_with_preacts, and checkpoints with metadata."""
+"""Architectures (docs/METHOD.md §2), forward_with_preacts, and checkpoints with metadata."""
 from __future__ import annotations
 
 import datetime as dt

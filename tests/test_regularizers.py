@@ -1,4 +1,4 @@
-"""The regularizers of METHOD.md §3: corners, H_alpha, L_H, L_S, interval bounds, RS loss."""
+"""The regularizers of docs/METHOD.md §3: corners, H_alpha, L_H, L_S, interval bounds, RS loss."""
 from __future__ import annotations
 
 import math
@@ -73,7 +73,7 @@ def test_stability_forms():
     sp, sm = lp.softmax(1), lm.softmax(1)
     assert vals["softmax-mean"] == pytest.approx(((sp - sm) ** 2).sum(1).mean().item(), rel=1e-6)
     assert 0 < vals["softmax-mean"] <= 2  # ||p - q||^2 <= 2 for probability vectors
-    assert stability_loss(lp, lm).item() == vals["softmax-mean"]  # METHOD.md's choice is the default
+    assert stability_loss(lp, lm).item() == vals["softmax-mean"]  # docs/METHOD.md's choice is the default
     # Shift invariance of the softmax forms (softmax ignores a constant added to all logits).
     assert stability_loss(lp + 3.0, lm - 1.0, "softmax-mean").item() == pytest.approx(vals["softmax-mean"], rel=1e-5)
     for f in STABILITY_FORMS:
@@ -105,7 +105,7 @@ def test_losses_vanish_on_input_ignoring_network():
     assert hamming_loss(pp, pm).item() == 0.0
     for f in STABILITY_FORMS:
         assert stability_loss(lp, lm, f).item() == 0.0
-    # ... which is the collapse trap of METHOD.md §4: the regularized loss equals the CE alone.
+    # ... which is the collapse trap of docs/METHOD.md §4: the regularized loss equals the CE alone.
     cfg = TrainConfig(dataset="mnist", arch="tiny_mlp")
     y = torch.randint(0, 10, (8,), generator=_gen(10))
     loss, terms = regularized_loss(model, cfg, x, y, 0.3, 1.0, _gen(11))

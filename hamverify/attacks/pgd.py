@@ -14,7 +14,7 @@ class PGD(Attack):
         eps: radius of the l_inf ball (pixel units).
         steps: gradient steps per restart.
         restarts: independent random starts; a sample counts as broken if any restart breaks it.
-        step_size: defaults to 2.5 * eps / steps (Engstrom et al.'s setting, METHOD.md §1).
+        step_size: defaults to 2.5 * eps / steps (Engstrom et al.'s setting, docs/METHOD.md §1).
         generator: torch.Generator for the random starts (seeded runs).
 
     Returns, per sample, the first misclassified point found, else the last restart's point.

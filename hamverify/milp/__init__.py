@@ -1,4 +1,4 @@
-"""Exact verification by MILP (METHOD.md §5): the encoding (``encode``) and two back ends
+"""Exact verification by MILP (docs/METHOD.md §5): the encoding (``encode``) and two back ends
 (``highs`` via highspy, ``pulp`` via any PuLP solver) that share :class:`SolveResult`."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Verdicts a back end may return.  "robust" is only ever set from a solver's final, proven status
-# (METHOD.md §5.5/§5.7); "counterexample" is a solver claim that the caller still validates in
+# (docs/METHOD.md §5.5/§5.7); "counterexample" is a solver claim that the caller still validates in
 # float64 against the PyTorch model.
 ROBUST = "robust"
 COUNTEREXAMPLE = "counterexample"

@@ -1,4 +1,4 @@
-"""Tjeng, Xiao & Tedrake's MILP encoding of a ReLU network as solver-neutral arrays (METHOD.md §5).
+"""Tjeng, Xiao & Tedrake's MILP encoding of a ReLU network as solver-neutral arrays (docs/METHOD.md §5).
 
 The model is ``min c @ v + offset`` subject to ``row_lower <= A @ v <= row_upper`` and
 ``col_lower <= v <= col_upper``, with ``v[integrality == 1]`` binary.  Columns, in order:

@@ -1,6 +1,6 @@
 """The HiGHS back end (highspy 1.16): pass the arrays whole, stop as soon as the sign is known.
 
-Verdict rules (METHOD.md §5.5 and §5.7), for ``min margin`` with a cutoff at ``tol``:
+Verdict rules (docs/METHOD.md §5.5 and §5.7), for ``min margin`` with a cutoff at ``tol``:
 
 * ``robust`` only from the final status of a finished solve: *Infeasible* under the cutoff (no
   point has margin below ``tol``), or *Optimal* with objective ``> tol`` (the tree was exhausted
@@ -43,7 +43,7 @@ def _options(h: highspy.Highs, time_limit: float, seed: int, cutoff, is_mip: boo
         h.setOptionValue("mip_feasibility_tolerance", float(feasibility_tol))
     if not is_mip:
         # For an LP, objective_bound/objective_target are simplex stopping rules whose status
-        # ("objective bound reached") METHOD §5.7 does not accept as a proof: solve it plainly.
+        # ("objective bound reached") docs/METHOD.md §5.7 does not accept as a proof: solve it plainly.
         return
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 0.0)

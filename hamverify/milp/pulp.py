@@ -1,7 +1,7 @@
 """The reference back end: the same MilpArrays through PuLP (CBC by default, any PuLP solver by name).
 
 PuLP cannot prune at a cutoff portably, so the MILP is solved to optimality within the time limit.
-Verdicts follow METHOD.md §5.5: ``robust`` only when PuLP reports a proven optimum
+Verdicts follow docs/METHOD.md §5.5: ``robust`` only when PuLP reports a proven optimum
 (``sol_status == LpSolutionOptimal``, not merely ``status == Optimal``: CBC's "Stopped on time"
 with an incumbent is reported as status Optimal / sol_status IntegerFeasible) whose objective
 exceeds ``tol``; ``counterexample`` when any returned solution has objective ``< 0``.

@@ -1,4 +1,4 @@
-"""The Tjeng et al. encoding against brute force on tiny networks (METHOD.md §5.2–5.3)."""
+"""The Tjeng et al. encoding against brute force on tiny networks (docs/METHOD.md §5.2–5.3)."""
 from __future__ import annotations
 
 import numpy as np
