@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from hamverify import HamverifyError
-from hamverify.bab import BRANCHING, _Domain, _exact_encoding, branch_and_bound
+from hamverify.bab import BRANCHING, branch_and_bound
+from hamverify.bab.exact import exact_encoding
 from hamverify.bounds import split_bounds, symbolic_bounds
 from hamverify.milp.encode import encode_network, margin_objective
 from hamverify.milp.highs import solve_highs
@@ -81,17 +82,19 @@ def _check_verdicts(net, lo, hi, label, exact, res, grid=None):
 
 CONFIGS = [
     dict(branching="babsr", attack=False),
-    dict(branching="widest", attack=False),
+    dict(branching="widest", attack=False, batch=1),
     dict(branching="intercept", attack=True),
     dict(branching="input", attack=False),
     dict(branching="babsr", attack=False, lp="open"),
+    dict(branching="babsr", attack=False, bounding="alpha", batch=3),
 ]
 
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_agrees_with_brute_force_on_tiny_nets(chunk):
     """>= 200 instances in all (55 per chunk), 0 disagreements: pure BaB (no MILP fallback), every
-    branching rule; a robust verdict is checked against the exact minimum and a dense grid."""
+    branching and bounding rule; a robust verdict is checked against the exact minimum and, for
+    2-D inputs, a dense grid; a counterexample must lie in the box and be misclassified."""
     rng = np.random.default_rng(500 + chunk)
     for i in range(55):
         net, lo, hi, label, exact = _tiny_instance(rng)
@@ -157,8 +160,7 @@ def test_subdomain_milp_is_exact_under_splits():
             assert exact == np.inf  # the bounds only call a subdomain empty when it is
             empty += 1
             continue
-        dom = _Domain(arr, lo, hi, bounds, np.array([target]), np.zeros(1), None, 1, None, None)
-        milp, logits = _exact_encoding(net, dom, root, False)
+        milp, logits = exact_encoding(net, arr, lo, hi, bounds, root)
         res = solve_highs(margin_objective(milp, logits, label, target), 30, cutoff=None, stop_on_negative=False,
                           feasibility_tol=1e-9)
         if exact == np.inf:

@@ -1,0 +1,196 @@
+"""Batched α/β-CROWN margin bounds of branch-and-bound subdomains.
+
+A subdomain is the box with some ReLU pre-activations fixed in sign (``sigma = +1``: ``z >= 0``,
+``-1``: ``z <= 0``); its intermediate bounds come from ``bounds.alpha.split_bounds``.  For a margin
+row ``f = c @ logits``, CROWN gives a linear lower bound by back-substitution, each unstable ReLU
+relaxed by its chord (upper) and a line ``alpha * z`` (lower, ``alpha`` in [0, 1]).  The split
+constraints enter as Lagrange terms (the idea of β-CROWN, Wang et al. 2021, written here from the
+paper's description): on the subdomain ``sigma_k z_k >= 0``, so for any ``beta >= 0``
+``f >= f - sum_k beta_k sigma_k z_k``, and the CROWN bound of the right-hand side is a lower bound
+of ``f`` on the subdomain.  ``beta`` enters the back-substitution as ``- beta * sigma`` added to
+the coefficients of each layer's pre-activations.  Without it (``beta = 0``) this is α-CROWN on the
+split-clamped bounds.
+
+Batching: the rows of several subdomains (each with its own bounds, slopes and splits) are stacked
+into one matrix; the weights are shared, so every back-substitution step is one product for the
+whole batch, with per-row relaxation arrays.
+
+Precision: ``alpha`` and ``beta`` are optimized by projected Adam in torch (float32); only that
+*choice* is kept.  ``backsub64`` recomputes the bounds in float64 from the chosen values clamped
+again to ``alpha in [0, 1]``, ``beta >= 0`` -- sound for any values the optimizer produced (float64
+rounding aside, as for every bound in ``hamverify.bounds``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..bounds.alpha import STOP_SLACK, _dense_weights
+from ..bounds.interval import LayerBounds
+from ..network import Network
+
+
+@dataclass
+class RowLayer:
+    """One ReLU layer's relaxation for every stacked row (all arrays (R, n), float64)."""
+
+    up_slope: np.ndarray
+    up_int: np.ndarray
+    fixed_low: np.ndarray  # 1 where stably active (the lower line is the identity), else 0
+    free: np.ndarray  # 1 where unstable (alpha is free), else 0
+    sigma: np.ndarray  # +1 / -1 where the subdomain fixes the sign, else 0
+
+
+def _layer_arrays(b: LayerBounds, sigma: np.ndarray | None):
+    lower, upper = b.lower, b.upper
+    unstable = (lower < 0) & (upper > 0)
+    active = lower >= 0
+    up_slope = active.astype(np.float64)
+    up_int = np.zeros_like(lower)
+    lu, uu = lower[unstable], upper[unstable]
+    chord = uu / (uu - lu)
+    up_slope[unstable] = chord
+    up_int[unstable] = -chord * lu
+    s = np.zeros_like(lower) if sigma is None else sigma.astype(np.float64)
+    return up_slope, up_int, active.astype(np.float64), unstable.astype(np.float64), s
+
+
+def stack_rows(domain_bounds: list[list[LayerBounds]], domain_sigmas: list[list], counts: list[int]) -> list[RowLayer]:
+    """Per-layer relaxation arrays for the stacked rows: ``counts[d]`` rows for subdomain ``d``."""
+    n_layers = len(domain_bounds[0])
+    reps = np.asarray(counts)
+    out = []
+    for i in range(n_layers):
+        parts = [_layer_arrays(bnd[i], sig[i] if sig is not None else None)
+                 for bnd, sig in zip(domain_bounds, domain_sigmas)]
+        stacked = [np.repeat(np.stack([p[k] for p in parts]), reps, axis=0) for k in range(5)]
+        out.append(RowLayer(*stacked))
+    return out
+
+
+def crown_alpha_init(layers: list[RowLayer]) -> list[np.ndarray]:
+    """CROWN's adaptive lower slopes (1 where ``u >= -l``): the chord slope >= 1/2."""
+    return [np.where(L.free > 0, (L.up_slope >= 0.5).astype(np.float64), L.fixed_low) for L in layers]
+
+
+def _rows_times(A: np.ndarray, W) -> np.ndarray:
+    """Dense rows ``A`` times an affine map's ``W`` (CSR or dense)."""
+    if sp.issparse(W):
+        return np.ascontiguousarray((W.T.tocsr() @ A.T).T)
+    return A @ W
+
+
+def backsub64(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer], C: np.ndarray,
+              alpha: list[np.ndarray], beta: list[np.ndarray] | None, box_rows=None):
+    """Sound float64 lower bounds of the stacked rows ``C @ logits`` (``C``: (R, classes)).
+
+    Returns (bounds (R,), coefficients of each row on every ReLU layer's *output* (list of (R, n)),
+    the final coefficients on the input (R, d), the concretizing corners (R, d): for each row the
+    input of the box minimizing its linear lower bound).  ``box_rows``: optional (lo, hi) per row,
+    each (R, d) (input splits), else the box ``[lo, hi]`` for every row.
+    """
+    last = net.affines[-1]
+    A = _rows_times(C, last.W)
+    const = C @ last.b
+    coefs = [None] * len(layers)
+    for i in reversed(range(len(layers))):
+        L = layers[i]
+        coefs[i] = A
+        a = np.clip(alpha[i], 0.0, 1.0)
+        low = L.fixed_low + L.free * a
+        pos, neg = np.maximum(A, 0.0), np.minimum(A, 0.0)
+        const = const + (neg * L.up_int).sum(axis=1)
+        A = pos * low + neg * L.up_slope
+        if beta is not None and beta[i] is not None:
+            A = A - np.maximum(beta[i], 0.0) * L.sigma
+        const = const + A @ net.affines[i].b
+        A = _rows_times(A, net.affines[i].W)
+    if box_rows is None:
+        corners = np.where(A > 0, lo, hi)
+    else:
+        corners = np.where(A > 0, box_rows[0], box_rows[1])
+    return (A * corners).sum(axis=1) + const, coefs, A, corners
+
+
+def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer], C: np.ndarray,
+             alpha0: list[np.ndarray], beta0: list[np.ndarray] | None, steps: int, lr: float,
+             deadline: float | None = None, stop_at: float | None = None, box_rows=None,
+             dtype: torch.dtype = torch.float32):
+    """Projected Adam on ``alpha`` (unstable neurons, in [0, 1]) and ``beta`` (split neurons, >= 0)
+    maximizing every row's lower bound; returns (best alpha, best beta or None, evaluations).
+
+    ``beta0 is None``: no β terms (α-CROWN).  ``deadline`` is checked before every step; ``stop_at``
+    stops once every row's bound exceeds it (with ``STOP_SLACK`` for the float64 recomputation).
+    """
+    use_beta = beta0 is not None and any(bool((L.sigma != 0).any()) for L in layers)
+    if steps <= 0 or C.shape[0] == 0 or not (use_beta or any(bool(L.free.any()) for L in layers)):
+        return alpha0, beta0, 0
+    Ws, bs = _dense_weights(net, dtype)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(dtype)  # noqa: E731
+    up_s = [t(L.up_slope) for L in layers]
+    up_i = [t(L.up_int) for L in layers]
+    fix = [t(L.fixed_low) for L in layers]
+    free = [t(L.free) for L in layers]
+    sig = [t(L.sigma) if use_beta and bool((L.sigma != 0).any()) else None for L in layers]
+    alphas = [t(a).requires_grad_(bool(L.free.any())) for a, L in zip(alpha0, layers)]
+    betas = [None if s is None else t(b).clamp(min=0).requires_grad_(True)
+             for s, b in zip(sig, beta0 if use_beta else [None] * len(layers))]
+    params = [a for a in alphas if a.requires_grad] + [b for b in betas if b is not None]
+    Ct = t(C)
+    A_spec, c_spec = Ct @ Ws[-1], Ct @ bs[-1]
+    if box_rows is None:
+        mid, rad = t((lo + hi) / 2), t((hi - lo) / 2)
+    else:
+        mid, rad = t((box_rows[0] + box_rows[1]) / 2), t((box_rows[1] - box_rows[0]) / 2)
+
+    def lower_bounds():
+        A, c = A_spec, c_spec
+        for i in reversed(range(len(layers))):
+            low = fix[i] + free[i] * alphas[i]
+            A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
+            c = c + (A_neg * up_i[i]).sum(dim=1)
+            A = A_pos * low + A_neg * up_s[i]
+            if betas[i] is not None:
+                A = A - betas[i] * sig[i]
+            c = c + A @ bs[i]
+            A = A @ Ws[i]
+        return (A * mid).sum(dim=1) - (A.abs() * rad).sum(dim=1) + c if box_rows is not None \
+            else A @ mid - A.abs() @ rad + c
+
+    opt = torch.optim.Adam(params, lr=lr)
+    best_val = torch.full((C.shape[0],), -torch.inf, dtype=dtype)
+    best_a = [a.detach().clone() for a in alphas]
+    best_b = [None if b is None else b.detach().clone() for b in betas]
+    done = 0
+    for _ in range(steps):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        val = lower_bounds()
+        done += 1
+        with torch.no_grad():
+            better = val > best_val
+            best_val = torch.where(better, val, best_val)
+            for keep, cur in zip(best_a + best_b, alphas + betas):
+                if keep is not None:
+                    keep[better] = cur[better]
+        if stop_at is not None and bool((best_val > stop_at + STOP_SLACK * (1 + best_val.abs())).all()):
+            break
+        opt.zero_grad()
+        (-val.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            for a in alphas:
+                if a.requires_grad:
+                    a.clamp_(0.0, 1.0)
+            for b in betas:
+                if b is not None:
+                    b.clamp_(min=0.0)
+    alpha = [a.double().numpy() for a in best_a]
+    if not use_beta:
+        return alpha, beta0, done
+    beta = [np.zeros_like(alpha[i]) if b is None else b.double().numpy() for i, b in enumerate(best_b)]
+    return alpha, beta, done
