@@ -315,7 +315,8 @@ VERIFY_SCHEMA = {
     "timeout": (float, 0.0), "tightening": (str, None), "backend": (str, None), "pulp_solver": (str, None),
     "start": (int, 0), "count": (int, 1), "workers": (int, 1), "results": (str, None), "tol": (float, None),
     "data_dir": (str, None), "pgd_restarts": (int, 1), "pgd_steps": (int, 0), "scheduler": (str, None),
-    "max_memory_per_worker": ((str, int), None),
+    "max_memory_per_worker": ((str, int), None), "stages": (str, None), "attack_steps": (int, 0),
+    "attack_restarts": (int, 0), "alpha_steps": (int, 0), "lp_share": (float, None), "bab_share": (float, None),
 }
 VERIFY_KEYS = set(VERIFY_SCHEMA)
 
@@ -379,12 +380,27 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--max-memory-per-worker", default=None,
               help="e.g. 4GB, 512MB, 2GiB: memory an input may use in a worker beyond the loaded model; "
                    "an input that needs more is recorded error (memory).")
+@click.option("--stages", default=None,
+              help="Cascade stages after the bounds and the paper's PGD, comma-separated: attack (per-target "
+                   "margin PGD), alpha (alpha-CROWN), bab (branch and bound), milp; default all "
+                   "(attack,alpha,bab,milp); 'milp' alone is the bounds + PGD + MILP pipeline of earlier releases.")
+@click.option("--attack-steps", type=int, default=None, help="Margin PGD steps per candidate (default 100).")
+@click.option("--attack-restarts", type=int, default=None,
+              help="Margin PGD random starts per open target class (default 4).")
+@click.option("--alpha-steps", type=int, default=None, help="alpha-CROWN optimizer steps (default 20).")
+@click.option("--lp-share", type=float, default=None,
+              help="With --tightening lp: the share of the remaining budget the LP tightening may use, in (0, 1) "
+                   "(default 0.25).")
+@click.option("--bab-share", type=float, default=None,
+              help="The share of the remaining budget branch and bound may use before the MILP, in (0, 1) "
+                   "(default 0.5).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_download_option
 @one_line_errors
 def verify(config_file, as_json, quiet, download, **flags):
-    """Exact verification of l_inf robustness (bounds, then MILP) over a dataset slice."""
+    """Exact verification of l_inf robustness over a dataset slice: one cascade per input, cheap first
+    (bounds, the paper's PGD, margin attack, alpha-CROWN, branch and bound, MILP), under one deadline."""
     import time as _time
     from .data import load_dataset
     from .models import read_checkpoint
@@ -405,7 +421,9 @@ def verify(config_file, as_json, quiet, download, **flags):
     settings = VerifySettings(eps=eps, timeout=v.get("timeout", 120.0), tightening=v.get("tightening", "symbolic"),
                               backend=v.get("backend", "highs"), pulp_solver=v.get("pulp_solver", "PULP_CBC_CMD"),
                               tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
-                              pgd_restarts=v.get("pgd_restarts", 10))
+                              pgd_restarts=v.get("pgd_restarts", 10),
+                              **{k: v[k] for k in ("stages", "attack_steps", "attack_restarts", "alpha_steps",
+                                                   "lp_share", "bab_share") if k in v})
     log = (lambda m: click.echo(m, err=True))
     # offline first: installed data, else the embedded samples; a download only with --download
     x, y, source, embedded = verify_inputs(dataset, split, v.get("data_dir"), download, log)
@@ -416,7 +434,7 @@ def verify(config_file, as_json, quiet, download, **flags):
     indices = list(range(start, min(start + count, len(x))))
     results = v.get("results") or default_results_path(model_path, dataset, "samples" if embedded else split, eps)
     log(f"verifying {len(indices)} inputs of {dataset} {split} at eps {eps:.6g} with {settings.tightening} bounds "
-        f"+ {settings.backend}, timeout {settings.timeout:g}s, "
+        f"+ stages {settings.stages} ({settings.backend}), timeout {settings.timeout:g}s, "
         f"{'scheduler ' + str(v['scheduler']) if v.get('scheduler') else str(v.get('workers', 1)) + ' worker(s)'} "
         f"-> {results}")
     t0 = _time.time()

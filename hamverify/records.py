@@ -20,7 +20,8 @@ STATUSES = ("verified", "falsified", "misclassified", "timeout", "unknown", "err
 # VerifySettings fields that can change a verdict: stored in every record, and a resume with any
 # other value is refused (a summary must describe one run, not a mix).
 RESUME_SETTINGS = ("tol", "tightening", "backend", "pulp_solver", "timeout", "pgd_steps", "pgd_restarts",
-                   "lp_time_per_neuron", "seed")
+                   "lp_time_per_neuron", "seed", "stages", "attack_steps", "attack_restarts", "alpha_steps",
+                   "lp_share", "bab_share")
 # Where the inputs came from: a record of another dataset, split or source is another experiment.
 RESUME_DATA = ("dataset", "split", "source")
 
@@ -31,7 +32,7 @@ class VerificationRecord:
     label: int
     predicted: int | None = None
     status: str = "unknown"
-    decided_by: str | None = None          # clean | pgd | bounds | milp | None
+    decided_by: str | None = None          # clean | bounds | pgd | attack | lp | alpha | bab | milp | None
     pgd_robust: bool | None = None         # clean-correct and PGD found nothing
     eps: float = 0.0
     tightening: str = ""
@@ -43,6 +44,12 @@ class VerificationRecord:
     pgd_restarts: int | None = None
     lp_time_per_neuron: float | None = None
     seed: int | None = None
+    stages: str | None = None              # the cascade's optional stages (VerifySettings.stages)
+    attack_steps: int | None = None
+    attack_restarts: int | None = None
+    alpha_steps: int | None = None
+    lp_share: float | None = None
+    bab_share: float | None = None
     dataset: str | None = None
     split: str | None = None
     source: str | None = None              # embedded | npz | official (data.dataset_source)
@@ -66,6 +73,10 @@ class VerificationRecord:
     model_sha256: str = ""
     hamverify_version: str = ""
     solver_status: list = field(default_factory=list)
+    stage_times: dict = field(default_factory=dict)  # seconds per cascade stage that ran (clean, bounds, pgd, ...)
+    open_after_bounds: int | None = None   # target classes the bounds stage left open
+    bab_domains: int | None = None         # subdomains the BaB stage bounded
+    overrun: float | None = None           # seconds past the budget, if the input took longer
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), allow_nan=False, default=float)

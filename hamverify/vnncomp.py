@@ -6,11 +6,14 @@ outputs satisfy that disjunct's rows ``C y <= d``.  Per input box (:class:`~hamv
 0. a network whose output does not depend on the input (an affine map with zero weights, e.g. an
    ONNX graph with a constant output) is evaluated once at the box centre: ``sat`` if that point is
    a validated counterexample, ``unsat`` if every disjunct's largest row exceeds ``d + tol``;
-1. falsify: a batched PGD on the float64 network minimizing each disjunct's largest violation
-   ``max_r (C y - d)_r``;
-2. bounds: symbolic pre-activation bounds over the box; a disjunct is *proven infeasible* when the
-   sound lower bound of one of its rows exceeds ``d + tol``;
-3. MILP (HiGHS) for the rest: the network's Tjeng et al. encoding over the box plus a column ``t``
+1. then the cascade of ``verify`` (:mod:`hamverify.cascade`), one objective per disjunct (its
+   largest violation ``max_r (C y - d)_r``): *bounds* (symbolic; a disjunct is proven infeasible
+   when the sound lower bound of one of its rows exceeds ``d + tol``; rows whose sound upper
+   bounds are <= 0 on the whole box give a sat point) -> *attack* (margin PGD with the APGD-like
+   schedule of :class:`~hamverify.attacks.MarginPGD` on every open disjunct's violation) ->
+   *alpha* (alpha-CROWN) and *bab* (branch and bound), when every open disjunct is one row
+   ``c (Y_label - Y_j) <= d`` -> *milp*;
+2. MILP (HiGHS) for the rest: the network's Tjeng et al. encoding over the box plus a column ``t``
    with ``C y - d <= t`` for the disjunct's rows, minimizing ``t`` under the cutoff ``tol``:
    *robust* (a final solver status, see :func:`hamverify.milp.highs.solve_highs`) proves the
    disjunct infeasible; a point with ``t < 0`` is a candidate counterexample.
@@ -41,11 +44,15 @@ Soundness rules: ``sat`` only with a counterexample that (a) lies in the box in 
 rounded to float32 values inside the box, which are what gets reported), (b) satisfies every row of
 its disjunct on the float64 IR (``C y <= d``), and (c) satisfies them on onnxruntime's float32
 output within ``ORT_ATOL``.  ``unsat`` only when every disjunct of every box is proven infeasible by
-bounds or by a final solver status.  Anything else is ``timeout`` (the budget ran out) or
-``unknown``.
+sound bounds (symbolic, alpha-CROWN), by a BaB that proved every subdomain, or by a final solver
+status.  Anything else is ``timeout`` (the budget ran out) or ``unknown``.
+
+torch, onnx, onnxruntime and highspy are imported only where they are used, so that a process
+deciding one instance starts fast (``benchmarks/startup.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -59,9 +66,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from . import HamverifyError
+from . import cascade
+from .cascade import STAGES, Budget, CascadeConfig, Found, Outcome, parse_stages
 from .vnnlib import Region, VnnlibSpec, parse_vnnlib
 
 RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
@@ -70,7 +78,8 @@ ORT_ATOL = 1e-5  # float32 onnxruntime outputs may exceed a row by this much (fl
 PGD_BATCH = 256  # PGD starting points per box (at most), spread over its disjuncts
 PGD_WORK = 2e8  # multiply-adds per PGD step: fewer starting points for larger networks
 PGD_SHARE = 0.1  # of the remaining budget, at most, for the falsification stage (at least 1 s)
-PGD_STEPS = 40
+PGD_STEPS = 100
+POLISH_STEPS = 60  # margin PGD steps from a solver's point
 
 
 @dataclass
@@ -80,8 +89,9 @@ class InstanceResult:
     x: np.ndarray | None = None  # counterexample (flat, float32 values), sat only
     y: np.ndarray | None = None  # onnxruntime's outputs at x, sat only
     reason: str = ""
-    decided_by: str = ""  # pgd | bounds | milp | constant | trivial
+    decided_by: str = ""  # constant | trivial | bounds | attack | alpha | bab | milp
     milp_solves: int = 0
+    stage_times: dict = dataclasses.field(default_factory=dict)  # seconds per cascade stage, all boxes
 
     def vnncomp_text(self) -> str:
         """VNN-COMP's result file: ``unsat``/``timeout``/``unknown``, or ``sat`` and the assignment."""
@@ -106,18 +116,71 @@ def float32_in_box(x, lo, hi) -> np.ndarray | None:
     return out if np.all((out >= lo) & (out <= hi)) else None
 
 
+def _violation_module(module, disjuncts):
+    """A torch module whose output ``[0, -v_0, ..., -v_{K-1}]`` turns each disjunct's largest
+    violation ``v_k = max_r (C_k y - d_k)_r`` into the margin ``z_0 - z_{k+1}`` that
+    :class:`~hamverify.attacks.MarginPGD` minimizes (label 0, target k + 1); padded rows are
+    ``-inf``, never the max."""
+    import torch
+
+    K = len(disjuncts)
+    rmax = max(1, max(C.shape[0] for C, _ in disjuncts))
+    m = disjuncts[0][0].shape[1] if disjuncts[0][0].ndim == 2 else 0
+    Cp = np.zeros((K, rmax, m))
+    dp = np.full((K, rmax), np.inf)
+    for k, (C, d) in enumerate(disjuncts):
+        Cp[k, :C.shape[0]], dp[k, :C.shape[0]] = C, d
+    dtype = next(module.parameters()).dtype
+
+    class Violations(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = module
+            self.register_buffer("C", torch.from_numpy(Cp).to(dtype))
+            self.register_buffer("d", torch.from_numpy(dp).to(dtype))
+
+        def forward(self, x):
+            y = self.net(x.reshape(x.shape[0], -1))
+            v = (torch.einsum("krm,bm->bkr", self.C, y) - self.d).max(dim=2).values
+            return torch.cat([torch.zeros_like(v[:, :1]), -v], dim=1)
+
+    return Violations().eval()
+
+
 class Checker:
-    """Evaluates an imported ONNX network in float64 (IR) and float32 (onnxruntime)."""
+    """Evaluates an imported ONNX network in float64 (IR) and float32 (onnxruntime); the torch
+    copies and the onnxruntime session are built on first use (a proof by the bounds needs neither)."""
 
     def __init__(self, imported, proto):
-        from .onnx_io import IRModule, onnx_session
         self.imported = imported
+        self.proto = proto
         self.net = imported.net
-        self.session = onnx_session(proto)
-        self.module = IRModule(self.net).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self._session = None
+        self._modules = None
         self.weights = sum(int(np.prod(a.W.shape)) for a in self.net.affines)  # dense entries
+
+    @property
+    def session(self):
+        if self._session is None:
+            from .onnx_io import onnx_session
+            self._session = onnx_session(self.proto)
+        return self._session
+
+    def torch_modules(self):
+        """(float32, float64) torch copies of the IR, without gradients on the weights."""
+        if self._modules is None:
+            from .onnx_io import IRModule
+            m64 = IRModule(self.net).eval()
+            m32 = IRModule(self.net).float().eval()
+            for m in (m32, m64):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+            self._modules = (m32, m64)
+        return self._modules
+
+    @property
+    def module(self):
+        return self.torch_modules()[1]
 
     def ort(self, x: np.ndarray) -> np.ndarray:
         from .onnx_io import onnx_run
@@ -126,6 +189,9 @@ class Checker:
     def validate(self, x, lo, hi, C, d) -> tuple[np.ndarray, np.ndarray] | None:
         """(x in float32 values, onnxruntime outputs) if ``x`` is a real counterexample, else None."""
         if x is None:
+            return None
+        x = np.asarray(x, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(x)):
             return None
         p = float32_in_box(x, lo, hi)
         if p is None:
@@ -139,60 +205,43 @@ class Checker:
 
     def attack(self, lo, hi, disjuncts, starts=None, steps: int = PGD_STEPS, seed: int = 0,
                deadline: float = np.inf) -> list[tuple[int, np.ndarray, float]]:
-        """PGD minimizing each disjunct's largest violation; returns (k, x, violation), best first.
+        """Margin PGD (MarginPGD's APGD-like schedule, every disjunct a target, restarts batched)
+        minimizing each disjunct's largest violation; returns [(k, x, violation)], best first
+        (the violation in float64 on the IR; the caller validates the point).
 
-        ``starts``: optional [(k, x)] starting points (e.g. a solver's point to polish)."""
+        ``starts``: optional [(k, x)] starting points (e.g. a solver's point to polish): then no
+        random restarts, each start tried for every disjunct."""
+        import torch
+
+        from .attacks import MarginPGD
         K = len(disjuncts)
-        rmax = max(1, max(C.shape[0] for C, _ in disjuncts))
-        m = self.net.num_classes
-        Cp = np.zeros((K, rmax, m))
-        dp = np.full((K, rmax), np.inf)  # padding rows: C y - d = -inf, never the max
-        for k, (C, d) in enumerate(disjuncts):
-            Cp[k, :C.shape[0]], dp[k, :C.shape[0]] = C, d
-        lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
+        if K == 0:
+            return []
+        m32, m64 = self.torch_modules()
+        model, model64 = _violation_module(m32, disjuncts), _violation_module(m64, disjuncts)
         if starts:
-            ks = np.array([k for k, _ in starts])
-            x = torch.from_numpy(np.stack([np.clip(np.asarray(p, dtype=np.float64).ravel(), lo, hi)
-                                           for _, p in starts]))
-            step0 = float((hi - lo).max()) / 50 or 1e-3
+            start_points = np.stack([np.clip(np.asarray(p, dtype=np.float64).ravel(), lo, hi) for _, p in starts])
+            start_points = np.where(np.isfinite(start_points), start_points, (lo + hi) / 2)
+            restarts = 0
         else:
             batch = int(min(PGD_BATCH, max(K, PGD_WORK // max(self.weights, 1))))
-            per = max(1, batch // K)
-            ks = np.repeat(np.arange(K), per)
-            gen = torch.Generator().manual_seed(seed)
-            x = lo_t + (hi_t - lo_t) * torch.rand(len(ks), len(lo), generator=gen, dtype=torch.float64)
-            x[::per] = (lo_t + hi_t) / 2  # the centre as one start per disjunct
-            step0 = float((hi - lo).max()) / 4 or 1e-3
-        C_t, d_t = torch.from_numpy(Cp[ks]), torch.from_numpy(dp[ks])
-
-        def violation(points):
-            y = self.module(points)
-            v = torch.einsum("brm,bm->br", C_t, y) - d_t
-            return v.max(dim=1).values
-
-        best_x, best_v = x.clone(), torch.full((len(ks),), np.inf, dtype=torch.float64)
-        step = step0
-        for _ in range(steps):
-            if time.monotonic() > deadline:
-                break
-            x.requires_grad_(True)
-            v = violation(x)
-            with torch.no_grad():
-                better = v < best_v
-                best_v[better], best_x[better] = v[better].detach(), x.detach()[better]
-            if bool((best_v < -1e-4).any()):  # one clear counterexample is enough
-                break
-            grad, = torch.autograd.grad(v[torch.isfinite(v)].sum(), x) if torch.isfinite(v).any() else (
-                torch.zeros_like(x),)
-            with torch.no_grad():
-                x = torch.min(torch.max(x - step * grad.sign(), lo_t), hi_t)
-            step *= 0.9
-        with torch.no_grad():
-            v = violation(x)
-            better = v < best_v
-            best_v[better], best_x[better] = v[better], x[better]
-        order = torch.argsort(best_v).numpy()
-        return [(int(ks[i]), best_x[i].numpy(), float(best_v[i])) for i in order]
+            restarts = max(1, batch // K - 1)
+            start_points = ((lo + hi) / 2)[None]  # the centre, besides the random restarts
+        gen = torch.Generator().manual_seed(int(seed))
+        attack = MarginPGD(steps=steps, restarts=restarts, generator=gen, stop_margin=1e-4)
+        res = attack.attack_box(model, lo, hi, 0, targets=list(range(1, K + 1)), starts=start_points,
+                                deadline=None if not np.isfinite(deadline) else deadline,
+                                input_shape=(len(lo),), model64=model64)
+        if res.point is None or res.target is None:
+            return []
+        point = np.asarray(res.point, dtype=np.float64).ravel()
+        y = self.net.forward(point)[0]
+        out = []
+        for k, (C, d) in enumerate(disjuncts):
+            v = float(np.max(C @ y - d, initial=-np.inf))
+            out.append((k, point, v))
+        out.sort(key=lambda t: t[2])
+        return out
 
 
 # ----------------------------------------------------------------------------------------- MILPs
@@ -278,12 +327,167 @@ class _Found(Exception):
         self.x, self.y, self.by = x, y, by
 
 
+def _margin_row(C: np.ndarray, d: np.ndarray):
+    """(a, b, c, d) when the disjunct is the single row ``c (y_a - y_b) <= d`` with c > 0, else None."""
+    if C.shape[0] != 1:
+        return None
+    row = C[0]
+    nz = np.flatnonzero(row)
+    if nz.size != 2 or row[nz[0]] != -row[nz[1]]:
+        return None
+    a, b = (nz[0], nz[1]) if row[nz[0]] > 0 else (nz[1], nz[0])
+    return int(a), int(b), float(row[a]), float(d[0])
+
+
+class _BoxProblem:
+    """One input box of a VNN-LIB property for ``hamverify.cascade``: an objective per disjunct k
+    (its largest violation ``max_r (C_k y - d_k)_r``; infeasible when a row's lower bound exceeds
+    ``d + tol``), validated in float32 on the IR and onnxruntime (``Checker.validate``)."""
+
+    def __init__(self, checker: Checker, region: Region, mode: str, tol: float, seed: int, stats: dict):
+        self.checker, self.mode, self.tol, self._seed, self.stats = checker, mode, tol, seed, stats
+        self.net = checker.net
+        self.lo, self.hi = region.lo, region.hi
+        self.disjuncts = list(region.disjuncts)
+        self._lower = self._upper = None
+
+    def keys(self) -> list:
+        return list(range(len(self.disjuncts)))
+
+    def _row_bounds(self, bounds):
+        from .bounds import specification_lower_bounds
+        lower, upper = [], []
+        for C, d in self.disjuncts:
+            lower.append(specification_lower_bounds(self.net, self.lo, self.hi, bounds, C) - d)
+            upper.append(-specification_lower_bounds(self.net, self.lo, self.hi, bounds, -C) - d)
+        self._lower, self._upper = lower, upper
+        return lower, upper
+
+    def lower_bounds(self, bounds) -> dict:
+        lower, _ = self._row_bounds(bounds)
+        return {k: float(np.max(lower[k])) for k in self.keys()}
+
+    def sure_violations(self, bounds) -> list:
+        # A disjunct whose rows hold everywhere on the box (sound upper bounds <= 0; e.g. constant
+        # rows): any point of the box, validated as usual.
+        return [(k, (self.lo + self.hi) / 2) for k in self.keys() if np.max(self._upper[k]) <= 0]
+
+    def note_bounds(self, stage, bounds, values) -> None:
+        pass
+
+    def validate(self, point, key):
+        C, d = self.disjuncts[key]
+        found = self.checker.validate(point, self.lo, self.hi, C, d)
+        return None if found is None else Found(found[0], key, found)
+
+    def _try(self, cands):
+        for k, x, v in cands:
+            if v <= 0:
+                found = self.validate(x, k)
+                if found is not None:
+                    return found
+        return None
+
+    def attacks(self):
+        return [("attack", self._attack)]
+
+    def _attack(self, open_keys, budget):
+        deadline = min(budget.deadline, time.monotonic() + max(1.0, PGD_SHARE * budget.left()))
+        sub = [self.disjuncts[k] for k in open_keys]
+        cands = self.checker.attack(self.lo, self.hi, sub, seed=self._seed, deadline=deadline)[:32]
+        return self._try([(open_keys[k], x, v) for k, x, v in cands])
+
+    def polish(self, point, key, deadline):
+        cands = self.checker.attack(self.lo, self.hi, self.disjuncts, starts=[(key, point)], steps=POLISH_STEPS,
+                                    deadline=deadline)
+        return self._try(cands)
+
+    def margin_form(self, keys):
+        rows = {}
+        label = None
+        for k in keys:
+            form = _margin_row(*self.disjuncts[k])
+            if form is None or (label is not None and form[0] != label):
+                return None
+            label = form[0]
+            rows[k] = (form[1], form[2], form[3])
+        return (label, rows) if rows else None
+
+    def bab_validator(self):
+        form = self.margin_form(self.keys())
+
+        def validate(p):
+            for k, (t, _, _) in (form[1].items() if form else []):
+                found = self.validate(p, k)
+                if found is not None:
+                    z = self.net.forward(found.point)[0]
+                    return found.point, float(z[form[0]] - z[t])
+            return None
+        return validate
+
+    def torch_models(self):
+        return self.checker.torch_modules()
+
+    def seed(self) -> int:
+        return int(self._seed)
+
+    def milp(self, open_keys, bounds, budget, times) -> Outcome:
+        from .milp.encode import encode_network
+        from .milp.highs import solve_highs
+        net, lo, hi, deadline = self.net, self.lo, self.hi, budget.deadline
+        if self._lower is None or self._upper is None:
+            self._row_bounds(bounds)
+        lower, upper = self._lower, self._upper
+        open_ = sorted(open_keys, key=lambda k: float(np.max(lower[k])))  # the least constrained first
+        if budget.expired():
+            return Outcome("timeout", reason="budget spent before the MILP encoding")
+        base, logits = encode_network(net, lo, hi, bounds)
+        if not _encoding_admits(base, (lo + hi) / 2):
+            return Outcome("unknown", reason="the bounds exclude the network's own point at the box centre")
+        finite = all(np.isfinite(lower[k]).all() and np.isfinite(upper[k]).all() for k in open_)
+        joint = self.mode == "disjunction" and len(open_) > 1 and finite  # big-M needs finite bounds
+        groups = [open_] if joint else [[k] for k in open_]
+        reasons = []
+        for group in groups:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                return Outcome("timeout", reason="budget spent in the milp stage")
+            milp = spec_milp(base, logits, [self.disjuncts[k] for k in group], [lower[k] for k in group],
+                             [upper[k] for k in group])
+            res = solve_highs(milp, remaining, tol=self.tol, seed_point=None)
+            self.stats["milp_solves"] += 1
+            if res.status == "counterexample":
+                y = net.forward(res.x)[0]
+                viol = [float(np.max(self.disjuncts[k][0] @ y - self.disjuncts[k][1], initial=-np.inf)) for k in group]
+                order = [group[i] for i in np.argsort(viol)]
+                found = self._try([(k, res.x, -np.inf) for k in order])
+                if found is None:
+                    # The solver's point carries its tolerances: polish it on the network.
+                    cands = self.checker.attack(lo, hi, self.disjuncts, starts=[(k, res.x) for k in order],
+                                                steps=POLISH_STEPS, deadline=deadline + 0.5)
+                    found = self._try(cands)
+                if found is not None:
+                    return Outcome("falsified", decided_by="milp", found=found)
+                reasons.append(f"disjunct {group}: solver point (t = {res.objective_value:.3g}) not confirmed "
+                               f"on the network")
+            elif res.status == "robust":
+                continue
+            elif res.status == "timeout":
+                return Outcome("timeout", reason="MILP time limit")
+            else:
+                reasons.append(f"disjunct {group}: {res.solver_status}")
+        if reasons:
+            return Outcome("unknown", reason="; ".join(reasons))
+        return Outcome("proved", decided_by="milp")
+
+
+# The order of the stages: an unsat of several boxes is "decided by" the latest stage any box needed.
+_STAGE_ORDER = ("trivial", "constant", "bounds", "lp", "alpha", "bab", "milp")
+
+
 def _decide_region(checker: Checker, region: Region, deadline: float, mode: str, tol: float, seed: int,
-                   stats: dict) -> str:
+                   stats: dict, stages: tuple = STAGES) -> str:
     """'unsat' (every disjunct proven infeasible), 'timeout' or 'unknown'; raises _Found on sat."""
-    from .bounds import compute_bounds, specification_lower_bounds
-    from .milp.encode import encode_network
-    from .milp.highs import solve_highs
     net = checker.net
     lo, hi = region.lo, region.hi
     disjuncts = list(region.disjuncts)
@@ -303,6 +507,7 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
         try_points([(k, centre, viol[k]) for k in np.argsort(viol, kind="stable")], "constant")
         if all(v > tol for v in viol):  # exact: no point of the box gives another output
             stats["constant"] = True
+            stats["by"].append("constant")
             return "unsat"
         stats["reasons"].append("constant output: it misses a disjunct by at most the tolerance (unsat not "
                                 "proven)" if min(viol) > 0 else "constant output: the counterexample is not "
@@ -313,69 +518,27 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
             try_points([(k, (lo + hi) / 2, -np.inf)], "trivial")
             stats["reasons"].append("the input box holds no float32 value")
             return "unknown"
-    pgd_deadline = min(deadline, time.monotonic() + max(1.0, PGD_SHARE * (deadline - time.monotonic())))
-    try_points(checker.attack(lo, hi, disjuncts, seed=seed, deadline=pgd_deadline)[:32], "pgd")
-    if time.monotonic() >= deadline:
-        return "timeout"
-
-    bounds = compute_bounds(net, lo, hi, "symbolic")
-    lower, upper = [], []
-    for C, d in disjuncts:
-        lower.append(specification_lower_bounds(net, lo, hi, bounds, C) - d)
-        upper.append(-specification_lower_bounds(net, lo, hi, bounds, -C) - d)
-    # A disjunct whose rows hold everywhere on the box (sound upper bounds <= 0; e.g. constant rows):
-    # any point of the box, validated as usual.
-    try_points([(k, (lo + hi) / 2, -np.inf) for k in range(len(disjuncts)) if np.max(upper[k]) <= 0], "bounds")
-    open_ = [k for k in range(len(disjuncts)) if not np.max(lower[k]) > tol]
-    open_.sort(key=lambda k: float(np.max(lower[k])))  # the least constrained first
-    if not open_:
+    budget = Budget(max(deadline - time.monotonic(), 0.0))
+    budget.deadline = deadline
+    problem = _BoxProblem(checker, region, mode, tol, seed, stats)
+    cfg = CascadeConfig(tightening="symbolic", stages=stages, tol=tol)
+    out = cascade.run_cascade(problem, budget, cfg)
+    for name, t in out.stage_times.items():
+        stats["times"][name] = stats["times"].get(name, 0.0) + t
+    if out.verdict == "falsified":
+        raise _Found(out.found.payload[0], out.found.payload[1], out.decided_by)
+    if out.verdict == "proved":
+        stats["by"].append(out.decided_by)
         return "unsat"
-    if time.monotonic() >= deadline:
-        return "timeout"
-
-    base, logits = encode_network(net, lo, hi, bounds)
-    if not _encoding_admits(base, (lo + hi) / 2):
-        stats["reasons"].append("the bounds exclude the network's own point at the box centre")
-        return "unknown"
-    finite = all(np.isfinite(lower[k]).all() and np.isfinite(upper[k]).all() for k in open_)
-    joint = mode == "disjunction" and len(open_) > 1 and finite  # big-M needs finite bounds
-    groups = [open_] if joint else [[k] for k in open_]
-    reasons = []
-    for group in groups:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.05:
-            return "timeout"
-        milp = spec_milp(base, logits, [disjuncts[k] for k in group], [lower[k] for k in group],
-                         [upper[k] for k in group])
-        res = solve_highs(milp, remaining, tol=tol, seed_point=None)
-        stats["milp_solves"] += 1
-        if res.status == "counterexample":
-            y = net.forward(res.x)[0]
-            viol = [float(np.max(disjuncts[k][0] @ y - disjuncts[k][1], initial=-np.inf)) for k in group]
-            order = [group[i] for i in np.argsort(viol)]
-            cands = [(k, res.x, -np.inf) for k in order]
-            try_points(cands, "milp")
-            # The solver's point carries its tolerances: polish it on the float64 network.
-            polished = checker.attack(lo, hi, disjuncts, starts=[(k, res.x) for k in order],
-                                      steps=60, deadline=deadline + 1)
-            try_points(polished, "milp")
-            reasons.append(f"disjunct {group}: solver point (t = {res.objective_value:.3g}) not confirmed "
-                           f"on the network")
-        elif res.status == "robust":
-            continue
-        elif res.status == "timeout":
-            return "timeout"
-        else:
-            reasons.append(f"disjunct {group}: {res.solver_status}")
-    if reasons:
-        stats["reasons"] += reasons
-        return "unknown"
-    return "unsat"
+    if out.reason:
+        stats["reasons"].append(out.reason)
+    return "timeout" if out.verdict == "timeout" else "unknown"
 
 
 def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "disjunction",
-                   tol: float = 1e-6, seed: int = 0) -> InstanceResult:
-    """Decide one instance; input errors raise HamverifyError (one line)."""
+                   tol: float = 1e-6, seed: int = 0, stages=STAGES) -> InstanceResult:
+    """Decide one instance; input errors raise HamverifyError (one line).  ``stages``: the
+    cascade's optional stages (``hamverify.cascade.STAGES``, default all)."""
     from .onnx_io import import_onnx, load_onnx_proto
     if mode not in MODES:
         raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
@@ -386,42 +549,59 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
     proto, label = load_onnx_proto(onnx_path)
     imported = import_onnx(proto, label=label)
     spec = parse_vnnlib(vnnlib_path)
-    return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0)
+    return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0, stages=stages)
 
 
 def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "disjunction", tol: float = 1e-6,
-           seed: int = 0, t0: float | None = None) -> InstanceResult:
+           seed: int = 0, t0: float | None = None, stages=STAGES) -> InstanceResult:
     t0 = time.monotonic() if t0 is None else t0
     net = imported.net
     if spec.n_inputs != net.input_size or spec.n_outputs != net.num_classes:
         raise HamverifyError(f"{spec.source}: declares {spec.n_inputs} inputs and {spec.n_outputs} outputs; "
                              f"the network {imported.source} has {net.input_size} and {net.num_classes}")
     checker = Checker(imported, proto)
-    stats = {"milp_solves": 0, "reasons": []}
+    stages = parse_stages(stages)
+    stats = {"milp_solves": 0, "reasons": [], "by": [], "times": {}}
     verdicts = []
-    torch_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        for region in spec.regions():
-            if time.monotonic() >= deadline:
-                verdicts.append("timeout")
-                break
-            verdict = _decide_region(checker, region, deadline, mode, tol, seed, stats)
-            verdicts.append(verdict)
-            if verdict == "timeout":
-                break
-    except _Found as found:
-        return InstanceResult("sat", time.monotonic() - t0, found.x, found.y, decided_by=found.by,
-                              milp_solves=stats["milp_solves"])
-    finally:
-        torch.set_num_threads(torch_threads)
+    with _one_torch_thread():
+        try:
+            for region in spec.regions():
+                if time.monotonic() >= deadline:
+                    verdicts.append("timeout")
+                    break
+                verdict = _decide_region(checker, region, deadline, mode, tol, seed, stats, stages)
+                verdicts.append(verdict)
+                if verdict == "timeout":
+                    break
+        except _Found as found:
+            return InstanceResult("sat", time.monotonic() - t0, found.x, found.y, decided_by=found.by,
+                                  milp_solves=stats["milp_solves"], stage_times=stats["times"])
     elapsed = time.monotonic() - t0
     if all(v == "unsat" for v in verdicts):  # also: no cases at all (the property cannot be violated)
-        by = ("milp" if stats["milp_solves"] else "constant" if stats.get("constant") else
-              "bounds" if verdicts else "trivial")
-        return InstanceResult("unsat", elapsed, decided_by=by, milp_solves=stats["milp_solves"])
+        by = max(stats["by"], key=_STAGE_ORDER.index) if stats["by"] else ("bounds" if verdicts else "trivial")
+        return InstanceResult("unsat", elapsed, decided_by=by, milp_solves=stats["milp_solves"],
+                              stage_times=stats["times"])
     result = "timeout" if "timeout" in verdicts else "unknown"
-    return InstanceResult(result, elapsed, reason="; ".join(stats["reasons"]), milp_solves=stats["milp_solves"])
+    return InstanceResult(result, elapsed, reason="; ".join(stats["reasons"]), milp_solves=stats["milp_solves"],
+                          stage_times=stats["times"])
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """One torch thread while deciding (parallelism is across instances), restored afterwards.
+    torch is not imported for this: if nothing has imported it yet, OMP_NUM_THREADS=1 (unless set)
+    makes a later import start with one thread."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -505,7 +685,6 @@ def cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
 
 def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str):
     """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, reason)."""
-    torch.set_num_threads(1)
     t0 = time.monotonic()
     try:
         res = solve_instance(pathlib.Path(root) / onnx, pathlib.Path(root) / vnnlib, timeout, mode=mode)

@@ -1,6 +1,10 @@
 """The per-input pipeline (hamverify.verify.Verifier) end to end: soundness and completeness against
 brute force on tiny nets, PGD consistency on small conv nets, counterexample validation against
-doctored solver answers, the per-input timeout, and HiGHS vs PuLP(CBC) agreement (METHOD.md §5)."""
+doctored solver answers, the per-input timeout, and HiGHS vs PuLP(CBC) agreement (METHOD.md §5).
+
+Most tests run the cascade's MILP core (``stages="milp"``: bounds, the paper's PGD, one MILP per
+open class), so that the MILP stage has work to do; the default cascade (margin attack,
+alpha-CROWN, BaB before the MILP) is checked against the same brute force too."""
 from __future__ import annotations
 
 import collections
@@ -163,15 +167,19 @@ def _instances(n=210, seed=2024):
 
 @pytest.fixture(scope="module")
 def tiny_results():
-    """Every instance through the full Verifier (HiGHS) and the brute force, once per module."""
+    """Every instance through the Verifier's MILP core (HiGHS), through the default cascade
+    (``rec_default``), and the brute force, once per module."""
     torch.manual_seed(0)
     rows = []
     for inst in _instances():
-        v = Verifier(inst["model"], (inst["d"],), _settings(inst["eps"], inst["tightening"]))
+        v = Verifier(inst["model"], (inst["d"],), _settings(inst["eps"], inst["tightening"], stages="milp"))
         rec, cex = v.verify(inst["x"], inst["label"], inst["i"])
+        full = Verifier(inst["model"], (inst["d"],), _settings(inst["eps"], inst["tightening"]))
+        rec_default, cex_default = full.verify(inst["x"], inst["label"], inst["i"])
         lo, hi = _box(inst["x"], inst["eps"])
         exact = exact_min_margin(v.net, lo, hi, inst["label"])
-        rows.append(dict(inst, rec=rec, cex=cex, exact=exact, lo=lo, hi=hi))
+        rows.append(dict(inst, rec=rec, cex=cex, rec_default=rec_default, cex_default=cex_default, exact=exact,
+                         lo=lo, hi=hi))
     return rows
 
 
@@ -207,6 +215,33 @@ def test_verdicts_agree_with_brute_force(tiny_results):
     assert total(lambda t, s, by: by == "bounds") >= 20, decided
     assert total(lambda t, s, by: by == "pgd") >= 20, decided
     assert total(lambda t, s, by: s == "misclassified") >= 5, decided
+
+
+def test_default_cascade_agrees_with_brute_force(tiny_results):
+    """The default cascade (margin attack, alpha, BaB, MILP) on the same instances: never wrong,
+    always decided away from 0, every counterexample valid, and its margin attack takes over
+    counterexamples that the MILP core left to the solver."""
+    by = collections.Counter()
+    for r in tiny_results:
+        rec, cex, exact = r["rec_default"], r["cex_default"], r["exact"]
+        what = (r["i"], r["tightening"], r["eps"], exact, rec.status, rec.decided_by, rec.reason)
+        assert not (rec.status == "verified" and exact < 0), what
+        assert not (rec.status == "falsified" and exact > 0), what
+        if rec.status == "falsified":
+            _assert_valid_counterexample(r["model"], (r["d"],), r["x"], r["eps"], r["label"], rec, cex)
+            assert rec.pgd_robust is (rec.decided_by != "pgd"), what
+        if abs(exact) >= NEAR_ZERO:
+            assert rec.status in ("verified", "falsified", "misclassified"), what
+        if rec.status == "verified":
+            assert rec.pgd_robust is True, what
+        # The paper's PGD column does not depend on the stages after it.
+        assert rec.pgd_robust == r["rec"].pgd_robust, what
+        assert set(rec.stage_times) <= {"clean", "bounds", "pgd", "attack", "lp", "alpha", "bab", "milp"}, what
+        by[rec.decided_by] += 1
+    milp_core_cex = sum(r["rec"].status == "falsified" and r["rec"].decided_by == "milp" for r in tiny_results)
+    assert by["attack"] >= 1 and by["attack"] + by["milp"] >= 1, by
+    assert by["pgd"] == sum(r["rec"].decided_by == "pgd" for r in tiny_results), by
+    assert milp_core_cex >= 5, milp_core_cex
 
 
 def test_records_are_complete(tiny_results):
@@ -252,7 +287,7 @@ def test_highs_and_pulp_agree_through_the_verifier(tiny_results):
     picked = (milp_decided[:16] + [r for r in tiny_results if r["rec"].decided_by == "bounds"][:4])
     assert len(picked) == 20 and sum(r["rec"].decided_by == "milp" for r in picked) >= 12
     for r in picked:
-        v = Verifier(r["model"], (r["d"],), _settings(r["eps"], r["tightening"], backend="pulp"))
+        v = Verifier(r["model"], (r["d"],), _settings(r["eps"], r["tightening"], backend="pulp", stages="milp"))
         rec, cex = v.verify(r["x"], r["label"], r["i"])
         assert rec.backend == "pulp"
         assert (rec.status, rec.decided_by) == (r["rec"].status, r["rec"].decided_by), (r["i"], rec)
@@ -283,7 +318,8 @@ def test_never_verified_where_pgd_finds_an_adversarial_example():
         with torch.no_grad():
             label = int(model(torch.from_numpy(x[None]).float())[0].argmax())
         eps = float(rng.choice([0.05, 0.1, 0.2]))
-        v = Verifier(model, shape, _settings(eps, TIGHTENINGS[i % 3], pgd_steps=1, pgd_restarts=1, seed=i))
+        v = Verifier(model, shape, _settings(eps, TIGHTENINGS[i % 3], pgd_steps=1, pgd_restarts=1, seed=i,
+                                             stages="milp"))
         rec, cex = v.verify(x, label, i)
         assert rec.status in ("verified", "falsified", "misclassified"), rec
 

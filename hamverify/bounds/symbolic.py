@@ -8,6 +8,9 @@ upper bounds of the negated rows, so one code path serves both.
 """
 from __future__ import annotations
 
+import collections
+import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,9 @@ from .interval import (LayerBounds, affine_interval, box_vectors, interval_bound
 DENSIFY_FRACTION = 0.2
 # Rows back-substituted at once; bounds the memory of the dense (rows x width) intermediates.
 MAX_ROWS_PER_CHUNK = 2048
+# Row-sliced weight matrices kept per process (affine map, set of live neurons): the bounds of one
+# input pass the same live set several times (each layer's rows, then the margins).
+LIVE_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,89 @@ def relu_relaxation(bounds: LayerBounds) -> ReluRelaxation:
     # Slope 1 where the positive side dominates: the smaller-area choice of the two lower lines.
     lower_slope[unstable] = (u_u >= -l_u).astype(np.float64)
     return ReluRelaxation(upper_slope, upper_intercept, lower_slope)
+
+
+class _AffineCache:
+    """Per-process cache of matrices derived from an ``Affine`` (which is immutable): its positive
+    and negative parts for interval arithmetic, and its rows restricted to a set of live neurons.
+    Entries hold a weak reference to the map and are dropped when it is gone or reused."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._split: dict[int, tuple[weakref.ref, object, object]] = {}
+        self._rows: collections.OrderedDict = collections.OrderedDict()
+
+    def positive_negative(self, aff: Affine):
+        hit = self._split.get(id(aff))
+        if hit is not None and hit[0]() is aff:
+            return hit[1], hit[2]
+        for k in [k for k, v in self._split.items() if v[0]() is None]:
+            del self._split[k]
+        pos, neg = aff.positive_negative()
+        self._split[id(aff)] = (weakref.ref(aff), pos, neg)
+        return pos, neg
+
+    def live_rows(self, aff: Affine, live: np.ndarray):
+        """``(aff.W[live], aff.b[live])``, ``live`` an increasing index array."""
+        key = (id(aff), live.size, hash(live.tobytes()))
+        hit = self._rows.get(key)
+        if hit is not None and hit[0]() is aff and np.array_equal(hit[1], live):
+            self._rows.move_to_end(key)
+            return hit[2], hit[3]
+        W = aff.W[live]
+        if sp.issparse(W):
+            W = W.tocsr()
+        self._rows[key] = (weakref.ref(aff), live.copy(), W, aff.b[live])
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return W, aff.b[live]
+
+
+_CACHE = _AffineCache(LIVE_CACHE_SIZE)
+
+
+def cached_affine_interval(aff: Affine, lo: np.ndarray, hi: np.ndarray) -> LayerBounds:
+    """``interval.affine_interval`` with the positive / negative parts of W computed once per map."""
+    W_pos, W_neg = _CACHE.positive_negative(aff)
+    lower = np.asarray(W_pos @ lo + W_neg @ hi).ravel() + aff.b
+    upper = np.asarray(W_pos @ hi + W_neg @ lo).ravel() + aff.b
+    return LayerBounds(lower, upper)
+
+
+def _relu_affine_dense(A: np.ndarray, const: np.ndarray, relax: ReluRelaxation, aff: Affine):
+    """``_through_relu`` then ``_through_affine`` for dense rows ``A``, on the live neurons only.
+
+    A stably inactive neuron (both lines 0) contributes nothing, so its column is dropped before
+    the product with the weights (about half the neurons of a trained layer); only the unstable
+    columns need the sign-dependent choice of line, the others are scaled by their common slope.
+    The coefficients are the same as the two-step path's (the unstable ones are written
+    ``A * slope`` instead of ``A * lower + A+ * (upper - lower)``: equal up to float rounding).
+    ``relax.lower_slope`` may be (n,) or per row (rows, n) (alpha-CROWN)."""
+    up, icpt, low = relax.upper_slope, relax.upper_intercept, relax.lower_slope
+    low_nonzero = low != 0 if low.ndim == 1 else (low != 0).any(axis=0)
+    live = np.flatnonzero((up != 0) | low_nonzero | (icpt != 0))
+    if live.size == 0:
+        return np.zeros((A.shape[0], aff.in_features)), const.copy()
+    differs = up != low if low.ndim == 1 else (up != low).any(axis=0)
+    dependent = (differs | (icpt != 0))[live]
+    Al = A[:, live]
+    S = np.flatnonzero(dependent)
+    if S.size:
+        cols = live[S]
+        As = Al[:, S]
+        positive = As > 0
+        const = const + np.where(positive, As, 0.0) @ icpt[cols]
+        low_s = low[cols] if low.ndim == 1 else low[:, cols]
+        Al[:, S] = np.where(positive, As * up[cols], As * low_s)
+    N = np.flatnonzero(~dependent)
+    if N.size:
+        slope = up[live[N]]  # = the lower slope there
+        if not np.all(slope == 1.0):
+            Al[:, N] *= slope
+    W, b = _CACHE.live_rows(aff, live)
+    const = const + Al @ b
+    out = Al @ W
+    return (np.ascontiguousarray(out) if isinstance(out, np.ndarray) else np.asarray(out)), const
 
 
 def _through_relu(A, const: np.ndarray, relax: ReluRelaxation):
@@ -98,8 +187,11 @@ def upper_bound_backsub(net: Network, relaxations: list[ReluRelaxation], layer: 
     ``layer == 0`` means A acts on the input itself.  ``relaxations[i]`` relaxes ReLU layer i.
     """
     for i in reversed(range(layer)):
-        A, const = _through_relu(A, const, relaxations[i])
-        A, const = _through_affine(A, const, net.affines[i])
+        if sp.issparse(A):
+            A, const = _through_relu(A, const, relaxations[i])
+            A, const = _through_affine(A, const, net.affines[i])
+        else:
+            A, const = _relu_affine_dense(np.asarray(A), const, relaxations[i], net.affines[i])
     return _maximize_over_box(A, const, lo, hi)
 
 
@@ -110,14 +202,117 @@ def _stack_signed(rows):
     return np.vstack([rows, -rows])
 
 
+# -- paired rows: upper and lower bounds of the same neurons in one pass -------------------------
+#
+# The rows bounding neurons from above (U, starting at W[rows]) and from below (L, the upper bound
+# of -W[rows]) differ only where a ReLU's relaxation depends on the coefficient's sign (an
+# unstable neuron); everywhere else the relaxation is linear and L stays -U.  So L is carried as
+# ``-U + D`` with D non-zero only on columns that went through unstable neurons: the dense work
+# (U through the big weight matrices) is done once instead of twice, D through them is sparse.
+
+
+def _scale_cols(M, s: np.ndarray):
+    """``M * s`` (each column j scaled by s[j]), keeping dense / CSR storage; zeros dropped."""
+    if sp.issparse(M):
+        M = M.tocsr()
+        out = sp.csr_matrix((M.data * s[M.indices], M.indices, M.indptr), shape=M.shape)
+        out.eliminate_zeros()
+        return out
+    return M * s
+
+
+def _cols(M, cols: np.ndarray) -> np.ndarray:
+    """The dense block ``M[:, cols]``."""
+    return M[:, cols].toarray() if sp.issparse(M) else M[:, cols]
+
+
+def _put_cols(M, cols: np.ndarray, block: np.ndarray, width: int):
+    """``M`` (zero on ``cols``; ``None`` = all zero, ``width`` columns) with ``block`` written
+    into those columns."""
+    if M is not None and not sp.issparse(M):
+        M[:, cols] = block
+        return M
+    rr, cc = np.nonzero(block)
+    E = sp.csr_matrix((block[rr, cc], (rr, cols[cc])), shape=(block.shape[0], width))
+    return E if M is None else (M + E).tocsr()
+
+
+def _times_affine(M, aff: Affine, live: np.ndarray):
+    """``(M @ aff.W, M @ aff.b)``; a dense ``M`` is restricted to the live columns first."""
+    if sp.issparse(M):
+        out = M @ aff.W
+        if sp.issparse(out):
+            out = out.tocsr()
+            if out.nnz > DENSIFY_FRACTION * out.shape[0] * out.shape[1]:
+                out = out.toarray()
+        else:
+            out = np.asarray(out)
+        return out, np.asarray(M @ aff.b).ravel()
+    if live.size == 0:
+        return np.zeros((M.shape[0], aff.in_features)), np.zeros(M.shape[0])
+    Ml = M[:, live]
+    W, b = _CACHE.live_rows(aff, live)
+    out = Ml @ W
+    return np.ascontiguousarray(out) if isinstance(out, np.ndarray) else np.asarray(out), Ml @ b
+
+
+def _dense(M) -> np.ndarray:
+    return M.toarray() if sp.issparse(M) else np.asarray(M)
+
+
+def paired_bounds(net: Network, relaxations: list[ReluRelaxation], layer: int, W_rows, b_rows: np.ndarray,
+                  lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of ``W_rows @ relu(z_{layer-1}) + b_rows`` over the box, by back-substitution
+    through the (1-D) ``relaxations``; the same bounds as ``upper_bound_backsub`` on the stacked
+    rows ``[W_rows; -W_rows]`` (up to float rounding), at about half the cost (see above)."""
+    U = W_rows.tocsr() if sp.issparse(W_rows) else np.array(W_rows, dtype=np.float64)
+    cU = np.array(b_rows, dtype=np.float64)
+    cL = -cU
+    D = None  # L = -U + D
+    for i in reversed(range(layer)):
+        r, aff = relaxations[i], net.affines[i]
+        up, icpt, low = r.upper_slope, r.upper_intercept, r.lower_slope
+        dependent = (up != low) | (icpt != 0)
+        dep = np.flatnonzero(dependent)
+        slope = np.where(dependent, 0.0, up)  # the (common) slope where the sign does not matter
+        Ud = _cols(U, dep)
+        Ld = -Ud if D is None else _cols(D, dep) - Ud
+        pU, pL = Ud > 0, Ld > 0
+        cU = cU + np.where(pU, Ud, 0.0) @ icpt[dep]
+        cL = cL + np.where(pL, Ld, 0.0) @ icpt[dep]
+        rU = np.where(pU, Ud * up[dep], Ud * low[dep])
+        rL = np.where(pL, Ld * up[dep], Ld * low[dep])
+        U = _put_cols(_scale_cols(U, slope), dep, rU, up.size)
+        D = _put_cols(None if D is None else _scale_cols(D, slope), dep, rL + rU, up.size)
+        live = np.flatnonzero((up != 0) | (low != 0) | (icpt != 0))
+        U, bU = _times_affine(U, aff, live)
+        D, bD = _times_affine(D, aff, live)
+        cU = cU + bU
+        cL = cL - bU + bD
+    Uf = _dense(U)
+    Lf = -Uf if D is None else _dense(D) - Uf
+    upper = _maximize_over_box(Uf, cU, lo, hi)
+    lower = -_maximize_over_box(Lf, cL, lo, hi)
+    return lower, upper
+
+
 def bounds_of_rows(net: Network, relaxations: list[ReluRelaxation], layer: int, rows: np.ndarray,
-                   lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of the selected outputs of affine ``layer``, back-substituted in chunks."""
+                   lo: np.ndarray, hi: np.ndarray, deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the selected outputs of affine ``layer``, back-substituted in chunks.
+
+    Chunks not started before ``deadline`` get (-inf, +inf): the caller keeps its IA bounds there."""
     aff = net.affines[layer]
-    lower, upper = np.empty(rows.size), np.empty(rows.size)
+    lower, upper = np.full(rows.size, -np.inf), np.full(rows.size, np.inf)
+    paired = all(r.lower_slope.ndim == 1 for r in relaxations[:layer])
     for start in range(0, rows.size, MAX_ROWS_PER_CHUNK):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         chunk = rows[start:start + MAX_ROWS_PER_CHUNK]
         k = chunk.size
+        if paired:
+            lower[start:start + k], upper[start:start + k] = paired_bounds(net, relaxations, layer, aff.W[chunk],
+                                                                           aff.b[chunk], lo, hi)
+            continue
         A = _stack_signed(aff.W[chunk])
         const = np.concatenate([aff.b[chunk], -aff.b[chunk]])
         ub = upper_bound_backsub(net, relaxations, layer, A, const, lo, hi)
@@ -126,32 +321,89 @@ def bounds_of_rows(net: Network, relaxations: list[ReluRelaxation], layer: int, 
     return lower, upper
 
 
+# Layers refined by ``refine_symbolic``: id(LayerBounds) -> (weak reference, fingerprint of the box,
+# the layers before it and its own result).  A later call on the same, unchanged state (e.g.
+# ``lp_bounds`` re-deriving the layers after one whose LPs changed nothing) keeps the layer as it
+# is instead of recomputing the same back-substitution.
+_REFINED: dict[int, tuple[weakref.ref, bytes]] = {}
+
+
+def _fingerprint(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[LayerBounds], j: int) -> bytes:
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((id(net), [id(a) for a in net.affines])).encode())
+    for a in (lo, hi):
+        h.update(np.ascontiguousarray(a).tobytes())
+    for b in bounds[:j + 1]:
+        h.update(np.ascontiguousarray(b.lower).tobytes())
+        h.update(np.ascontiguousarray(b.upper).tobytes())
+    return h.digest()
+
+
+def _remember(net, lo, hi, bounds, j) -> None:
+    for k in [k for k, (ref, _) in _REFINED.items() if ref() is None]:
+        del _REFINED[k]
+    _REFINED[id(bounds[j])] = (weakref.ref(bounds[j]), _fingerprint(net, lo, hi, bounds, j))
+
+
+def _already_refined(net, lo, hi, bounds, j) -> bool:
+    hit = _REFINED.get(id(bounds[j]))
+    return hit is not None and hit[0]() is bounds[j] and hit[1] == _fingerprint(net, lo, hi, bounds, j)
+
+
 def refine_symbolic(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[LayerBounds],
-                    first_layer: int = 1) -> list[LayerBounds]:
+                    first_layer: int = 1, deadline: float | None = None) -> list[LayerBounds]:
     """Tighten ``bounds[first_layer:]`` in place, progressively, keeping earlier layers as given.
 
     Each layer first gets IA from the (tightened) layer before it; only neurons still unstable
     then are back-substituted — tighter bounds on stable ones would not change the MILP.
+    ``deadline`` (a ``time.monotonic()`` value): once it has passed, the remaining layers (and the
+    remaining row chunks of a layer) keep the IA bounds — sound, only looser.  A layer that this
+    function refined before, from the same box and the same earlier layers, is kept as it is.
     """
     relaxations = [relu_relaxation(b) for b in bounds[:first_layer]]
     for j in range(first_layer, len(bounds)):
+        if j > 0 and _already_refined(net, lo, hi, bounds, j):
+            relaxations.append(relu_relaxation(bounds[j]))
+            continue
         current = bounds[j]
         if j > 0:
-            current = current.intersect(affine_interval(net.affines[j], *relu_interval(bounds[j - 1])))
+            current = current.intersect(cached_affine_interval(net.affines[j], *relu_interval(bounds[j - 1])))
         rows = np.flatnonzero(current.unstable)
+        complete = True
         if rows.size and j > 0:  # layer 0 is affine in the input: IA is already exact there
-            lower, upper = bounds_of_rows(net, relaxations, j, rows, lo, hi)
+            lower, upper = bounds_of_rows(net, relaxations, j, rows, lo, hi, deadline)
+            complete = bool(np.all(np.isfinite(lower) | ~np.isfinite(current.lower[rows])))
             current.lower[rows] = np.maximum(current.lower[rows], lower)
             current.upper[rows] = np.minimum(current.upper[rows], upper)
         bounds[j] = current
+        if j > 0 and complete and (deadline is None or time.monotonic() < deadline):
+            _remember(net, lo, hi, bounds, j)
         relaxations.append(relu_relaxation(current))
     return bounds
 
 
-def symbolic_bounds(net: Network, lo, hi, prior: list[LayerBounds] | None = None) -> list[LayerBounds]:
-    """Pre-activation bounds of every ReLU layer, never looser than IA or ``prior``."""
+def symbolic_bounds(net: Network, lo, hi, prior: list[LayerBounds] | None = None,
+                    deadline: float | None = None) -> list[LayerBounds]:
+    """Pre-activation bounds of every ReLU layer, never looser than IA or ``prior``.
+
+    Layer 0 is IA (exact: affine in the input); every later layer is IA from the refined layer
+    before it, intersected with ``prior``, then back-substituted (``refine_symbolic``).  With a
+    ``deadline``, layers not reached in time keep these IA bounds (sound, looser)."""
     lo, hi = box_vectors(net, lo, hi)
-    return refine_symbolic(net, lo, hi, interval_bounds(net, lo, hi, prior), first_layer=1)
+    n = len(net.affines) - 1
+    if n == 0:
+        return []
+    first = cached_affine_interval(net.affines[0], lo, hi)
+    if prior is not None:
+        first = first.intersect(prior[0])
+    bounds = [first]
+    for j in range(1, n):
+        # placeholders: refine_symbolic intersects IA from the refined layer j-1 with them
+        bounds.append(prior[j].copy() if prior is not None else
+                      LayerBounds(np.full(net.affines[j].out_features, -np.inf),
+                                  np.full(net.affines[j].out_features, np.inf)))
+    return refine_symbolic(net, lo, hi, bounds, first_layer=1, deadline=deadline)
 
 
 def _last_affine_rows(net: Network, C: np.ndarray) -> Affine:
