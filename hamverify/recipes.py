@@ -1,6 +1,6 @@
 """Named training recipes: every variant measured in docs/TRAINING.md stays selectable by name.
 
-A recipe is a set of overrides of the TrainConfig defaults, which are METHOD.md's values (the
+A recipe is a set of overrides of the TrainConfig defaults, which are docs/METHOD.md's values (the
 recipe "paper-adam"); a config file overrides the recipe and command-line flags override both.
 `train-small` uses DEFAULT_RECIPE when none is named.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 from . import HamverifyError
 
 RECIPES: dict[str, dict] = {
-    # METHOD.md §3-4 as written: Adam 1e-3, γ_S=0.4, γ_H=9000 ramped to 10x, softmax stability term.
+    # docs/METHOD.md §3-4 as written: Adam 1e-3, γ_S=0.4, γ_H=9000 ramped to 10x, softmax stability term.
     "paper-adam": {},
     # The paper's text: SGD, peak 0.1, weight decay 5e-4, momentum 0.9.
     "paper-sgd": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    # γ ramp capped at 3x instead of 10x (METHOD.md §4: avoids the collapse, loses robustness).
+    # γ ramp capped at 3x instead of 10x (docs/METHOD.md §4: avoids the collapse, loses robustness).
     "gamma-cap3": {"gamma_ramp": 3.0},
     # Gradient-norm clipping at 1.0.
     "clip": {"grad_clip": 1.0},

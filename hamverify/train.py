@@ -1,4 +1,4 @@
-"""Training loop and schedules of METHOD.md §4 (`hamverify train-small`)."""
+"""Training loop and schedules of docs/METHOD.md §4 (`hamverify train-small`)."""
 from __future__ import annotations
 
 import copy
@@ -33,7 +33,7 @@ class TrainConfig:
 
     dataset: str = "cifar10"
     arch: str | None = None
-    recipe: str = "paper-adam"       # the dataclass defaults are METHOD.md's values; see recipes.py
+    recipe: str = "paper-adam"       # the dataclass defaults are docs/METHOD.md's values; see recipes.py
     epochs: int = 100
     batch_size: int = 128
     optimizer: str = "adam"
@@ -465,7 +465,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
             f.write(json.dumps(row) + "\n")
 
     if state.epoch == 0 and cfg.reg == "hamming" and not resume:
-        # METHOD.md §3: the two regularizers' size at initialization, before any step.
+        # docs/METHOD.md §3: the two regularizers' size at initialization, before any step.
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         xb = data.x_train[:cfg.batch_size].float() / 255
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Training (METHOD.md §4): schedules, config precedence, recipes, collapse guard, rollback, resume, smoke runs."""
+"""Training (docs/METHOD.md §4): schedules, config precedence, recipes, collapse guard, rollback, resume, smoke runs."""
 from __future__ import annotations
 
 import copy
@@ -207,7 +207,7 @@ def test_every_recipe_one_epoch(name, data_root, tmp_path):
     assert ("val_pgd" in epoch_row) == (cfg.val_count > 0)
     if cfg.reg == "hamming" and cfg.eps_start_ratio > 0:  # at eps 0 the two corners coincide
         init = rows[0]
-        assert init["gs_ls"] >= 0 and init["gh_lh"] > 0  # logged at initialization (METHOD.md §3)
+        assert init["gs_ls"] >= 0 and init["gh_lh"] > 0  # logged at initialization (docs/METHOD.md §3)
         assert {"ce", "ls", "lh", "gs_ls", "gh_lh", "acc"} <= set(epoch_row)
         assert epoch_row["gamma_h"] == pytest.approx(cfg.gamma_h * cfg.gamma_ramp)  # end of a 1-epoch schedule
     elif cfg.reg == "rs":

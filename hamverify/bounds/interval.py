@@ -1,4 +1,4 @@
-"""Bounds containers and interval arithmetic (IA) on the IR (METHOD.md §5.1, the cheap first pass)."""
+"""Bounds containers and interval arithmetic (IA) on the IR (docs/METHOD.md §5.1, the cheap first pass)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""LP tightening: per-neuron min/max over the triangle (Planet/Ehlers) relaxation (METHOD.md §5.1).
+"""LP tightening: per-neuron min/max over the triangle (Planet/Ehlers) relaxation (docs/METHOD.md §5.1).
 
 For ReLU layer j, one LP holds the input box, every earlier layer with its current bounds, and one
 column per still-unstable neuron of layer j.  Each bound is then two objective changes and a
