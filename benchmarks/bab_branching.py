@@ -9,7 +9,7 @@ ReLUs) an MNIST MLP ``784-hidden...-10`` -- or loads it from ``--cache`` when pr
 classified, not proven by a 30-step alpha-CROWN root bound, not falsified by a 100-step x 4-restart
 MarginPGD; ``--all`` keeps every correctly classified one) with
 each ``--branching`` rule, ``--timeout`` seconds each, *without* the MILP fallback (so the figures
-are the search's own).  Printed per rule: inputs decided (robust + counterexample) and undecided,
+are the search's own); the rule ``milp`` is the verifier's per-target MILP on the same bounds.  Printed per rule: inputs decided (robust + counterexample) and undecided,
 subdomains bounded (total and median), max depth, mean / median time, and the load average before
 and after.  One torch thread, as in the verifier's workers.
 """
@@ -79,12 +79,44 @@ def train(hidden, steps: int, data_dir, seed: int = 0) -> nn.Sequential:
     return model.eval()
 
 
+def milp_baseline(net, lo, hi, label, bounds, timeout, validate) -> dict:
+    """What verify.py's MILP stage does on the same bounds: one HiGHS MILP per target class whose
+    symbolic margin bound is <= tol, worst first, sharing ``timeout``."""
+    from hamverify.bounds import margin_lower_bounds
+    from hamverify.milp.encode import encode_network, margin_objective
+    from hamverify.milp.highs import solve_highs
+
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    margins = margin_lower_bounds(net, lo, hi, bounds, label)
+    targets = sorted((j for j in range(net.num_classes) if j != label and not margins[j] > 1e-6),
+                     key=lambda j: margins[j])
+    milp, logits = encode_network(net, lo, hi, bounds)
+    status = "robust"
+    for j in targets:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            status = "timeout"
+            break
+        res = solve_highs(margin_objective(milp, logits, label, j), remaining - min(1.0, 0.1 * remaining), tol=1e-6)
+        if res.status == "counterexample" and validate(res.x) is not None:
+            status = "counterexample"
+            break
+        if res.status != "robust":
+            status = "timeout" if res.status == "timeout" else "unknown"
+            break
+    return {"status": status, "domains": 0, "depth": 0, "time": round(time.monotonic() - t0, 3), "leaves": 0,
+            "lp": 0, "attacks": 0}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--eps", type=float, default=0.03)
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=30.0)
-    ap.add_argument("--branching", default="babsr,widest")
+    ap.add_argument("--branching", default="babsr,widest",
+                    help="comma-separated rules of hamverify.bab (babsr, widest, intercept, input), and "
+                         "'milp' for the verifier's per-target MILP on the same bounds as a baseline")
     ap.add_argument("--lp", default="leaves", choices=["leaves", "open"])
     ap.add_argument("--hidden", default="100,100")
     ap.add_argument("--train-steps", type=int, default=400)
@@ -156,13 +188,19 @@ def main(argv=None):
         bounds = symbolic_bounds(net, lo, hi)
         unstable = [int(b.unstable.sum()) for b in bounds]
         row = {"index": i, "unstable": unstable}
-        for rule in rules:
-            def validate(p, lo=lo, hi=hi, label=label):
-                with torch.no_grad():
-                    z = model64(torch.from_numpy(p).view(1, 1, 28, 28))[0]
-                m = float(z[label] - torch.cat([z[:label], z[label + 1:]]).max())
-                return (p, m) if m < 0 else None
+        def validate(p, lo=lo, hi=hi, label=label):
+            p = np.clip(np.asarray(p, dtype=np.float64), lo, hi)
+            with torch.no_grad():
+                z = model64(torch.from_numpy(p).view(1, 1, 28, 28))[0]
+            m = float(z[label] - torch.cat([z[:label], z[label + 1:]]).max())
+            return (p, m) if m < 0 else None
 
+        for rule in rules:
+            if rule == "milp":
+                row[rule] = milp_baseline(net, lo, hi, label, bounds, args.timeout, validate)
+                print(f"  #{i:5d} unstable {unstable} {rule:9s} {row[rule]['status']:14s} "
+                      f"{'':21s} {row[rule]['time']:6.2f}s", flush=True)
+                continue
             res = branch_and_bound(net, lo, hi, label, deadline=time.monotonic() + args.timeout, bounds=bounds,
                                    model64=model64, validate=validate, branching=rule, milp_fallback=False,
                                    milp_after=None, lp=args.lp, seed=i)

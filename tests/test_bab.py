@@ -178,6 +178,62 @@ def test_subdomain_milp_is_exact_under_splits():
     assert checked >= 20
 
 
+def test_beta_bounds_are_sound_for_any_multipliers():
+    """relax.backsub64 with random slopes in [0, 1] and random (also large) multipliers >= 0 never
+    exceeds the exact minimum over the split subdomain, nor any sampled point of it; optimize()
+    does not lose to the plain CROWN bound (beta = 0, CROWN's slopes) by more than rounding."""
+    from hamverify.bab.relax import backsub64, crown_alpha_init, optimize, stack_rows
+
+    rng = np.random.default_rng(12)
+    checked = 0
+    for i in range(40):
+        d = int(rng.integers(2, 4))
+        net = random_net(rng, [d, 5, 5, 3])
+        lo, hi = random_box(rng, d)
+        root = symbolic_bounds(net, lo, hi)
+        unstable = [np.flatnonzero(b.unstable) for b in root]
+        if not 2 <= sum(u.size for u in unstable) <= 8:
+            continue
+        arr, splits = [], {}
+        for layer, u in enumerate(unstable):
+            s = np.zeros(root[layer].lower.size, dtype=np.int8)
+            pick = rng.choice(u, size=min(u.size, 2), replace=False) if u.size else []
+            s[pick] = rng.choice([-1, 1], size=len(pick))
+            arr.append(s)
+            splits[layer] = (s == 1, s == -1)
+        bounds = split_bounds(net, lo, hi, splits, root)
+        label = int(rng.integers(3))
+        targets = np.array([j for j in range(3) if j != label])
+        exact = np.array([_brute_force_subdomain(net, lo, hi, root, splits, label, j) for j in targets])
+        if bounds is None or not np.all(np.isfinite(exact)):
+            continue
+        X = lo + (hi - lo) * rng.random((4000, d))
+        inside = np.ones(len(X), dtype=bool)
+        for p, s in zip(net.preactivations(X), arr):
+            inside &= np.all(p[:, s == 1] >= 0, axis=1) & np.all(p[:, s == -1] <= 0, axis=1)
+        sampled = np.full(targets.size, np.inf)
+        if inside.any():
+            z = net.forward(X[inside])
+            sampled = (z[:, [label]] - z[:, targets]).min(axis=0)
+        layers = stack_rows([bounds], [arr], [targets.size])
+        C = np.zeros((targets.size, 3))
+        C[:, label] = 1.0
+        C[np.arange(targets.size), targets] = -1.0
+        for trial in range(5):
+            alpha = [rng.random(L.free.shape) for L in layers]
+            beta = [rng.exponential(0.3 if trial < 3 else 30.0, L.free.shape) for L in layers]
+            lb = backsub64(net, lo, hi, layers, C, alpha, beta)[0]
+            assert np.all(lb <= exact + 1e-9) and np.all(lb <= sampled + 1e-9), (i, trial)
+        plain = backsub64(net, lo, hi, layers, C, crown_alpha_init(layers), None)[0]
+        a, b, _ = optimize(net, lo, hi, layers, C, crown_alpha_init(layers), [np.zeros(L.free.shape) for L in layers],
+                           30, 0.1)
+        best = backsub64(net, lo, hi, layers, C, a, b)[0]
+        assert np.all(best <= exact + 1e-9)
+        assert np.all(best >= plain - 1e-5)
+        checked += 1
+    assert checked >= 10
+
+
 def _small_conv(seed: int) -> Network:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 6), nn.ReLU(),
@@ -257,6 +313,14 @@ def test_milp_fallback_gets_only_the_remaining_time():
     assert elapsed < 2.0 + 0.6, elapsed
     assert res.stats.fallback and res.stats.milp_solves >= 1
     assert res.status in ("timeout", "robust")  # robust only if the MILP finished in time
+
+
+def test_domain_and_memory_limits_without_fallback_give_unknown():
+    net, lo, hi = _hard_instance()
+    for kw in (dict(max_domains=3), dict(max_memory_mb=1e-3)):
+        res = branch_and_bound(net, lo, hi, 0, deadline=time.monotonic() + 20, milp_fallback=False, attack=False, **kw)
+        assert res.status == "unknown" and res.verdicts[1] == "unknown", res
+        assert "no MILP fallback" in res.reason and res.stats.domains < 100
 
 
 def test_validator_decides_what_counts_as_a_counterexample():

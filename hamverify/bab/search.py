@@ -106,6 +106,11 @@ class _Domain:
     def key(self) -> float:
         return float(self.lbs.min())
 
+    def nbytes(self) -> int:
+        arrays = [b.lower for b in self.bounds] + [b.upper for b in self.bounds]
+        arrays += [a for a in (self.alpha or []) + (self.beta or []) + list(self.splits) if a is not None]
+        return int(sum(a.nbytes for a in arrays)) + (0 if self.point is None else self.point.nbytes)
+
 
 def _masks(splits, from_layer: int = 0) -> dict:
     return {i: (s == 1, s == -1) for i, s in enumerate(splits) if s is not None and i >= from_layer}
@@ -176,6 +181,7 @@ class _Search:
         self.input_mode = opts["branching"] == "input"
         self.stats = BabStats()
         self.queue: list = []
+        self.mem = 0  # bytes held by the queued subdomains
         self.counter = itertools.count()
         self.closed_lb = {int(j): math.inf for j in targets}
         self.stuck: dict[int, tuple[str, str]] = {}  # target -> (verdict, reason)
@@ -285,8 +291,10 @@ class _Search:
         if not open_.any():
             return None
         tg, lb = targets[open_], lbs[open_]
-        pick = lambda arrs: None if arrs is None else [a[open_].astype(np.float32) for a in arrs]  # noqa: E731
-        alpha_o, beta_o = pick(alpha), pick(beta)
+        alpha_o = None if alpha is None else [a[open_].astype(np.float32) for a in alpha]
+        # Multipliers only where the layer has splits (elsewhere they multiply sigma = 0).
+        beta_o = None if beta is None else [None if sp is None or b is None else b[open_].astype(np.float32)
+                                            for b, sp in zip(beta, splits)]
         if coefs is None:  # the root: one float64 back-substitution for the branching and corners
             layers = stack_rows([bounds], [splits], [tg.size])
             a = crown_alpha_init(layers) if alpha_o is None else [x.astype(np.float64) for x in alpha_o]
@@ -378,8 +386,9 @@ class _Search:
                 alpha0.append(a)
             beta0 = None
             if o["bounding"] == "beta" and not self.input_mode:
-                beta0 = [np.vstack([d.beta[i] if d.beta is not None else np.zeros((d.targets.size, L.sigma.shape[1]))
-                                    for d, *_ in feasible]).astype(np.float64) for i, L in enumerate(layers)]
+                beta0 = [np.vstack([d.beta[i] if d.beta is not None and d.beta[i] is not None
+                                    else np.zeros((d.targets.size, L.sigma.shape[1])) for d, *_ in feasible]
+                                   ).astype(np.float64) for i, L in enumerate(layers)]
             box_rows = None
             if self.input_mode:
                 box_rows = (np.repeat(np.stack([f[2] for f in feasible]), counts, axis=0),
@@ -408,7 +417,13 @@ class _Search:
 
     def push(self, dom: _Domain):
         heapq.heappush(self.queue, (dom.key, next(self.counter), dom))
+        self.mem += dom.nbytes()
         self.stats.max_queue = max(self.stats.max_queue, len(self.queue))
+
+    def pop(self) -> _Domain:
+        dom = heapq.heappop(self.queue)[2]
+        self.mem -= dom.nbytes()
+        return dom
 
     # -- leaves ------------------------------------------------------------------------------
     def leaf(self, dom: _Domain) -> bool:
@@ -468,7 +483,7 @@ class _Search:
             return None
         dom.targets, dom.lbs = dom.targets[keep], dom.lbs[keep]
         dom.alpha = None if dom.alpha is None else [a[keep] for a in dom.alpha]
-        dom.beta = None if dom.beta is None else [b[keep] for b in dom.beta]
+        dom.beta = None if dom.beta is None else [None if b is None else b[keep] for b in dom.beta]
         return dom
 
     # -- MILP fallback -----------------------------------------------------------------------
@@ -477,7 +492,7 @@ class _Search:
         leaves ``self.unresolved`` only when every one of its MILPs proved it."""
         t = time.monotonic()
         remaining = [d for _, _, d in sorted(self.queue, key=lambda e: (e[0], e[1]))]
-        self.queue = []
+        self.queue, self.mem = [], 0
         self.unresolved |= {int(j) for d in remaining for j in d.targets}
         for j in sorted(self.unresolved):
             if self.done():
@@ -547,6 +562,8 @@ class _Search:
     def stalled(self) -> str:
         if len(self.queue) > self.o["max_domains"]:
             return f"more than {self.o['max_domains']} open subdomains"
+        if self.mem > self.o["max_memory_mb"] * 2 ** 20:
+            return f"the open subdomains hold more than {self.o['max_memory_mb']:g} MB"
         after = self.o["milp_after"]
         if self.deadline is not None and after is not None:
             if time.monotonic() - self.t0 > after * (self.deadline - self.t0):
@@ -582,14 +599,14 @@ class _Search:
                         for j in d.targets:
                             self.set_stuck(j, UNKNOWN, f"BaB stopped: {why} (no MILP fallback)")
                 break
-            _, _, dom = heapq.heappop(self.queue)
+            dom = self.pop()
             self.current = [dom]
             if dom.branch is None:
                 if self.leaf(dom):
                     self.current = []
                 continue
             while len(self.current) < self.o["batch"] and self.queue and self.queue[0][2].branch is not None:
-                self.current.append(heapq.heappop(self.queue)[2])
+                self.current.append(self.pop())
             pops += 1
             if self.o["attack_every"] and pops % self.o["attack_every"] == 0 and dom.key < 0 and self.attack(dom):
                 break
@@ -612,7 +629,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
                      validate: Callable[[np.ndarray], tuple[np.ndarray, float] | None] | None = None,
                      branching: str = "babsr", bounding: str = "beta", max_domains: int = 20_000,
                      attack: bool = True, milp_fallback: bool = True, milp_after: float | None = 0.5,
-                     milp_max_domains: int = 16, batch: int = 8, steps: int = 10, root_steps: int = 30,
+                     milp_max_domains: int = 16, max_memory_mb: float = 1024, batch: int = 8, steps: int = 10,
+                     root_steps: int = 30,
                      lr: float = 0.1, tol: float = 1e-6, lp: str = "leaves", attack_every: int = 16,
                      alpha_init=None, seed: int = 0) -> BabResult:
     """Decide ``z_label - z_j > tol`` on the box ``[lo, hi]`` for every ``j`` in ``targets``
@@ -635,9 +653,9 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
     ``steps`` / ``root_steps`` / ``lr``: the optimization per batch / at the root.  ``lp``: "leaves"
     (the exact LP only where nothing is left to split) or "open" (also the LP relaxation of every
     open subdomain: exact split constraints, worth it on small nets).  ``max_domains`` /
-    ``milp_after`` (fraction of the time until ``deadline``; None: never by time) /
-    ``milp_max_domains``: when and how the MILP takes over (``milp_fallback=False``: "unknown"
-    instead).  ``attack_every``: a short MarginPGD from the worst subdomain's corner every that
+    ``max_memory_mb`` (what the queued subdomains' arrays may hold) / ``milp_after`` (fraction of
+    the time until ``deadline``; None: never by time) / ``milp_max_domains``: when and how the MILP
+    takes over (``milp_fallback=False``: the search stops with "unknown" instead).  ``attack_every``: a short MarginPGD from the worst subdomain's corner every that
     many batches (0: never; ``attack=False``: no attack, not even at the root).  ``alpha_init``:
     root slopes for ``alpha_crown`` (e.g. a previous ``AlphaResult.alpha`` for the same targets).
     """
@@ -664,7 +682,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
     t0 = time.monotonic()
     opts = dict(model=model, model64=model64, validate=validate, branching=branching, bounding=bounding,
                 max_domains=int(max_domains), attack=bool(attack), milp_fallback=bool(milp_fallback),
-                milp_after=milp_after, milp_max_domains=int(milp_max_domains), batch=max(1, int(batch)),
+                milp_after=milp_after, milp_max_domains=int(milp_max_domains), max_memory_mb=float(max_memory_mb),
+                batch=max(1, int(batch)),
                 steps=int(steps), root_steps=int(root_steps), lr=float(lr), tol=float(tol), lp=lp,
                 attack_every=int(attack_every), alpha_init=alpha_init, seed=int(seed))
     if targets.size == 0:
