@@ -25,9 +25,9 @@ case "${1:-}" in
     run mnist_0.1_ibp-hv_e30 --dataset mnist --eps 0.1 --recipe ibp-hv --epochs 30
     # the ablation: the same certified loss without the Hamming terms
     run mnist_0.1_ibp_e30 --dataset mnist --eps 0.1 --recipe ibp --epochs 30
-    # IBP-style training over a larger ball for the large eps (Gowal et al. trained 0.4 for 0.3); the
-    # Hamming weight lowered to 1000, since more ReLUs flip between the corners of the larger ball.
-    run mnist_0.3_ibp-hv_e20 --dataset mnist --eps 0.3 --recipe ibp-hv --epochs 20 --train-eps-factor 1.33 --gamma-h 1000
+    # IBP over a larger ball for the large eps (Gowal et al. trained 0.4 for 0.3).  Plain ibp, not
+    # ibp-hv: at 0.1 the ablation above verified more without the Hamming terms (docs/TRAINING.md).
+    run mnist_0.3_ibp_e20 --dataset mnist --eps 0.3 --recipe ibp --epochs 20 --train-eps-factor 1.33
     ;;
   B)
     run cifar_8_ibp-hv_e30 --dataset cifar10 --eps 8/255 --recipe ibp-hv --epochs 30
