@@ -273,9 +273,14 @@ class _Search:
     def root(self) -> _Domain | None:
         o = self.o
         t = time.monotonic()
+        alpha_init = o["alpha_init"]
+        rows_ok = (1, self.targets.size)
+        if alpha_init is not None and any(a is not None and np.ndim(a) == 2 and np.shape(a)[0] not in rows_ok
+                                          for a in alpha_init):
+            alpha_init = None  # slopes of other targets: start from CROWN's instead
         res = alpha_crown(self.net, self.lo, self.hi, self.label, bounds=self.box_bounds, targets=self.targets,
                           steps=o["root_steps"], lr=o["lr"], deadline=self.deadline, stop_at=o["tol"],
-                          alpha_init=o["alpha_init"])
+                          alpha_init=alpha_init)
         self.stats.domains += 1
         self.stats.time_bounds += time.monotonic() - t
         lbs = res.margins[self.targets]
@@ -648,16 +653,20 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
 
     ``branching``: "babsr" (default), "widest", "intercept" (``relu_scores``) or "input" (halve the
     input coordinate with the largest ``|coefficient| x width``: for low-dimensional inputs).
-    ``bounding``: "beta" (α/β-CROWN, split constraints as Lagrange terms) or "alpha" (α-CROWN on the
-    split-clamped bounds).  ``batch``: subdomains popped (worst first) and bounded together.
-    ``steps`` / ``root_steps`` / ``lr``: the optimization per batch / at the root.  ``lp``: "leaves"
-    (the exact LP only where nothing is left to split) or "open" (also the LP relaxation of every
-    open subdomain: exact split constraints, worth it on small nets).  ``max_domains`` /
-    ``max_memory_mb`` (what the queued subdomains' arrays may hold) / ``milp_after`` (fraction of
-    the time until ``deadline``; None: never by time) / ``milp_max_domains``: when and how the MILP
-    takes over (``milp_fallback=False``: the search stops with "unknown" instead).  ``attack_every``: a short MarginPGD from the worst subdomain's corner every that
-    many batches (0: never; ``attack=False``: no attack, not even at the root).  ``alpha_init``:
-    root slopes for ``alpha_crown`` (e.g. a previous ``AlphaResult.alpha`` for the same targets).
+    ``bounding``: "beta" (α/β-CROWN, split constraints as Lagrange terms) or "alpha" (α-CROWN on
+    the split-clamped bounds).  ``batch``: subdomains popped (worst first) and bounded together.
+    ``steps`` / ``root_steps`` / ``lr``: the optimization per batch / at the root.  ``lp``:
+    "leaves" (the exact LP only where nothing is left to split) or "open" (also the LP relaxation
+    of every open subdomain: exact split constraints; worth it on small nets only).
+
+    ``max_domains`` / ``max_memory_mb`` (what the queued subdomains' arrays may hold) /
+    ``milp_after`` (fraction of the time until ``deadline``; None: never by time): when BaB has
+    stalled; then the MILP takes over (per subdomain when at most ``milp_max_domains`` remain,
+    else per target on the whole box), or with ``milp_fallback=False`` the open targets are
+    "unknown".  ``attack_every``: a short MarginPGD from the worst subdomain's corner every that
+    many batches (0: never; ``attack=False``: no attack at all, not even at the root).
+    ``alpha_init``: root slopes for ``alpha_crown`` (e.g. a previous ``AlphaResult.alpha`` for the
+    same targets; ignored when its rows do not match them).
     """
     lo, hi = box_vectors(net, lo, hi)
     label = int(label)
