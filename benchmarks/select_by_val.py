@@ -39,7 +39,7 @@ def verify_on_val(ckpt: str, count: int, timeout: float, results_dir: pathlib.Pa
     summary = json.loads(out.stdout)
     # Paths as the committed table stores them: relative to the repository or runs/ (issue 16.7).
     summary.update(checkpoint=portable(ckpt), recipe=cfg.get("recipe"), overrides={k: cfg.get(k) for k in
-                   ("gamma_s", "gamma_h", "train_eps_factor", "adv_ce", "epochs", "seed")},
+                   ("loss", "reg", "gamma_s", "gamma_h", "train_eps_factor", "adv_ce", "epochs", "seed")},
                    selected_epoch=meta.get("metrics", {}).get("selected_epoch"),
                    command=portable_command(cmd))
     if "results" in summary:
