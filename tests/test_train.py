@@ -105,9 +105,10 @@ def test_defaults_are_method_md():
 
 def test_train_small_default_is_the_measured_winner():
     cfg = TrainConfig.from_sources()
-    assert cfg.recipe == DEFAULT_RECIPE == "hv-gs8-gh3000"
-    assert (cfg.stability_form, cfg.gamma_s, cfg.gamma_h) == ("logits-mean", 8.0, 3000.0)
-    assert (cfg.collapse_policy, cfg.select, cfg.val_count) == ("rollback", "best-val", 1000)
+    assert cfg.recipe == DEFAULT_RECIPE == "ibp-hv"
+    assert (cfg.loss, cfg.reg, cfg.init, cfg.epochs) == ("ibp", "hamming", "ibp", 30)
+    assert (cfg.stability_form, cfg.gamma_s, cfg.gamma_h, cfg.gamma_ramp) == ("logits-mean", 8.0, 3000.0, 1.0)
+    assert (cfg.collapse_policy, cfg.select, cfg.val_count) == ("rollback", "best-val-cert", 1000)
 
 
 def test_from_sources_precedence():
@@ -133,7 +134,7 @@ def test_sgd_option_brings_the_paper_settings():
         cfg = TrainConfig.from_sources(**{source: {"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0}})
         assert (cfg.lr, cfg.weight_decay) == (0.01, 0.0), source
     cfg = TrainConfig.from_sources(file_values={"optimizer": "sgd"}, cli_values={"optimizer": "adam"})
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adam", 1e-3, 0.0)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adam", TrainConfig.from_sources().lr, 0.0)
     cfg = TrainConfig.from_sources(recipe="paper-sgd")
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("sgd", 0.1, 5e-4)
 
