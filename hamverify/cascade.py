@@ -133,7 +133,7 @@ class CascadeConfig:
     lp_time_per_neuron: float = 0.5
     lp_share: float = 0.25
     alpha_steps: int = 20
-    bab_share: float = 0.5
+    bab_share: float = 0.3
 
 
 class Problem(Protocol):

@@ -393,7 +393,7 @@ def _verify_settings(config_file, cli: dict) -> dict:
                    "(default 0.25).")
 @click.option("--bab-share", type=float, default=None,
               help="The share of the remaining budget branch and bound may use before the MILP, in (0, 1) "
-                   "(default 0.5).")
+                   "(default 0.3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_download_option

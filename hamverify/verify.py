@@ -63,7 +63,7 @@ class VerifySettings:
     attack_restarts: int = 4          # margin PGD random starts per open target class
     alpha_steps: int = 20             # alpha-CROWN optimizer steps
     lp_share: float = 0.25            # of the remaining budget, at most, for LP tightening
-    bab_share: float = 0.5            # of the remaining budget, at most, for branch and bound
+    bab_share: float = 0.3            # of the remaining budget, at most, for branch and bound
 
     def __post_init__(self):
         if self.tightening not in BOUND_METHODS:

@@ -75,6 +75,26 @@ class _AffineCache:
         self._split[id(aff)] = (weakref.ref(aff), pos, neg)
         return pos, neg
 
+    def sub_matrix(self, aff: Affine, rows: np.ndarray, cols: np.ndarray | None):
+        """``(aff.W[rows][:, cols], aff.b[rows])`` (``cols`` None: every column), index arrays
+        increasing; CSR stays CSR."""
+        key = ("sub", id(aff), rows.size, hash(rows.tobytes()), None if cols is None else (cols.size, hash(cols.tobytes())))
+        hit = self._rows.get(key)
+        if (hit is not None and hit[0]() is aff and np.array_equal(hit[1][0], rows)
+                and (cols is None if hit[1][1] is None else cols is not None and np.array_equal(hit[1][1], cols))):
+            self._rows.move_to_end(key)
+            return hit[2], hit[3]
+        W = aff.W[rows]
+        if cols is not None:
+            W = W[:, cols]
+        if sp.issparse(W):
+            W = W.tocsr()
+        b = aff.b[rows]
+        self._rows[key] = (weakref.ref(aff), (rows.copy(), None if cols is None else cols.copy()), W, b)
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return W, b
+
     def live_rows(self, aff: Affine, live: np.ndarray):
         """``(aff.W[live], aff.b[live])``, ``live`` an increasing index array."""
         key = (id(aff), live.size, hash(live.tobytes()))
@@ -237,41 +257,35 @@ def _put_cols(M, cols: np.ndarray, block: np.ndarray, width: int):
     return E if M is None else (M + E).tocsr()
 
 
-def _times_affine(M, aff: Affine, live: np.ndarray):
-    """``(M @ aff.W, M @ aff.b)``; a dense ``M`` is restricted to the live columns first."""
-    if sp.issparse(M):
-        out = M @ aff.W
-        if sp.issparse(out):
-            out = out.tocsr()
-            if out.nnz > DENSIFY_FRACTION * out.shape[0] * out.shape[1]:
-                out = out.toarray()
-        else:
-            out = np.asarray(out)
-        return out, np.asarray(M @ aff.b).ravel()
-    if live.size == 0:
-        return np.zeros((M.shape[0], aff.in_features)), np.zeros(M.shape[0])
-    Ml = M[:, live]
-    W, b = _CACHE.live_rows(aff, live)
-    out = Ml @ W
-    return np.ascontiguousarray(out) if isinstance(out, np.ndarray) else np.asarray(out), Ml @ b
-
-
 def _dense(M) -> np.ndarray:
     return M.toarray() if sp.issparse(M) else np.asarray(M)
+
+
+def _live(relax: ReluRelaxation) -> np.ndarray:
+    """Neurons whose relaxation is not identically 0 (all but the stably inactive ones)."""
+    return np.flatnonzero((relax.upper_slope != 0) | (relax.lower_slope != 0) | (relax.upper_intercept != 0))
 
 
 def paired_bounds(net: Network, relaxations: list[ReluRelaxation], layer: int, W_rows, b_rows: np.ndarray,
                   lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) of ``W_rows @ relu(z_{layer-1}) + b_rows`` over the box, by back-substitution
     through the (1-D) ``relaxations``; the same bounds as ``upper_bound_backsub`` on the stacked
-    rows ``[W_rows; -W_rows]`` (up to float rounding), at about half the cost (see above)."""
+    rows ``[W_rows; -W_rows]`` (up to float rounding), at about half the cost (see above).
+
+    The coefficient rows are kept on the live neurons only: a stably inactive neuron's column would
+    be multiplied by 0 at the next ReLU, so each weight product is restricted to the live rows of
+    the map (its outputs that are still needed) and to the live neurons of the layer below (its
+    inputs that will be needed), a sub-matrix cached per map and pair of live sets."""
     U = W_rows.tocsr() if sp.issparse(W_rows) else np.array(W_rows, dtype=np.float64)
     cU = np.array(b_rows, dtype=np.float64)
     cL = -cU
     D = None  # L = -U + D
+    cols = None  # the neurons U's and D's columns stand for (None: all of the layer's)
     for i in reversed(range(layer)):
         r, aff = relaxations[i], net.affines[i]
         up, icpt, low = r.upper_slope, r.upper_intercept, r.lower_slope
+        if cols is not None:
+            up, icpt, low = up[cols], icpt[cols], low[cols]
         dependent = (up != low) | (icpt != 0)
         dep = np.flatnonzero(dependent)
         slope = np.where(dependent, 0.0, up)  # the (common) slope where the sign does not matter
@@ -284,9 +298,14 @@ def paired_bounds(net: Network, relaxations: list[ReluRelaxation], layer: int, W
         rL = np.where(pL, Ld * up[dep], Ld * low[dep])
         U = _put_cols(_scale_cols(U, slope), dep, rU, up.size)
         D = _put_cols(None if D is None else _scale_cols(D, slope), dep, rL + rU, up.size)
-        live = np.flatnonzero((up != 0) | (low != 0) | (icpt != 0))
-        U, bU = _times_affine(U, aff, live)
-        D, bD = _times_affine(D, aff, live)
+        live = np.flatnonzero((up != 0) | (low != 0) | (icpt != 0))  # within cols
+        rows = live if cols is None else cols[live]
+        cols = _live(relaxations[i - 1]) if i > 0 else None
+        W, b = _CACHE.sub_matrix(aff, rows, cols)
+        bU = _rows_times(U, live, b)
+        U = _rows_times(U, live, W)
+        bD = _rows_times(D, live, b)
+        D = _rows_times(D, live, W)
         cU = cU + bU
         cL = cL - bU + bD
     Uf = _dense(U)
@@ -294,6 +313,24 @@ def paired_bounds(net: Network, relaxations: list[ReluRelaxation], layer: int, W
     upper = _maximize_over_box(Uf, cU, lo, hi)
     lower = -_maximize_over_box(Lf, cL, lo, hi)
     return lower, upper
+
+
+def _rows_times(M, live: np.ndarray, W):
+    """``M[:, live] @ W`` (W a matrix or a vector), dense / CSR kept as it suits the result."""
+    if sp.issparse(M):
+        Ml = M[:, live] if live.size != M.shape[1] else M
+        out = Ml @ W
+        if sp.issparse(out):
+            out = out.tocsr()
+            if out.nnz > DENSIFY_FRACTION * out.shape[0] * out.shape[1]:
+                out = out.toarray()
+            return out
+        return np.asarray(out) if np.ndim(W) == 2 else np.asarray(out).ravel()
+    Ml = M[:, live] if live.size != M.shape[1] else M
+    if W.shape[0] == 0:
+        return np.zeros((M.shape[0],) + W.shape[1:])
+    out = Ml @ W
+    return np.ascontiguousarray(out) if isinstance(out, np.ndarray) else np.asarray(out)
 
 
 def bounds_of_rows(net: Network, relaxations: list[ReluRelaxation], layer: int, rows: np.ndarray,
