@@ -414,7 +414,9 @@ def _epoch_generator(cfg, state, device) -> torch.Generator:
 
 
 def _progress(iterable, total, desc, enabled):
-    if not enabled:
+    # A bar only on a terminal: in a log file tqdm's redraws pile up into one endless line, and
+    # the per-epoch summary line is printed either way.
+    if not enabled or not sys.stderr.isatty():
         return iterable
     try:
         from tqdm import tqdm

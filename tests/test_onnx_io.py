@@ -25,7 +25,9 @@ from hamverify.network import from_torch  # noqa: E402
 from hamverify.onnx_io import (IRModule, import_onnx, load_any_model, model_to_onnx, onnx_run,  # noqa: E402
                                onnx_session, save_onnx)
 
-DATA = pathlib.Path(os.environ.get("HAMVERIFY_DATA", "/work/shared/data"))
+from conftest import shared_data_root  # noqa: E402
+
+DATA = shared_data_root()
 needs_mnist = pytest.mark.skipif(not (DATA / "mnist" / "test.npz").is_file(), reason="MNIST not available")
 ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10")]
 

@@ -20,8 +20,10 @@ from hamverify.stats import (PLOT_MISSING, SCHEMA, LayerCounts, compare_models, 
                              stats_from_json, to_json)
 from hamverify.verify import Verifier, VerifySettings
 
-DATA = pathlib.Path("/work/shared/data")
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST test data not in /work/shared/data")
+from conftest import shared_data_root  # noqa: E402
+
+DATA = shared_data_root()
+needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"MNIST test data not in {DATA}")
 EPS = 8 / 255
 
 
