@@ -375,15 +375,17 @@ class _Run:
             return
         label, rows = form
         by_target: dict = {}
+        bab_tol = self.cfg.tol
         for k, (t, c, d) in rows.items():
             if d == 0:  # BaB proves z_label - z_t > tol; a row with an offset goes to the MILP
                 by_target.setdefault(t, []).append(k)
+                bab_tol = max(bab_tol, self.cfg.tol / c)  # c (z_label - z_t) > tol needs z_label - z_t > tol / c
         if not by_target:
             return
         with self.times("bab"):
             if not optimizer_ready(self.budget.share(share)):
                 return
-            res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), self.cfg.tol)
+            res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), bab_tol)
             if res is None:
                 return
             self.out.bab = res
