@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import Normalize
 
 STABILITY_FORMS = ("softmax-mean", "softmax-sum", "logits-mean", "logits-sum")
 
@@ -49,32 +48,10 @@ def stability_loss(logits_plus, logits_minus, form: str = "softmax-mean") -> tor
 
 
 def interval_preact_bounds(model: nn.Sequential, x: torch.Tensor, eps: float):
-    """Differentiable interval bounds (l, u) of every ReLU's pre-activation over B(x) ∩ [0,1].
-
-    Center/radius form: an affine layer maps (mid, rad) to (layer(mid), |W| * rad).
-    """
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    mid, rad = (hi + lo) / 2, (hi - lo) / 2
-    bounds = []
-    for layer in model:
-        if isinstance(layer, Normalize):
-            mid, rad = layer(mid), rad / layer.std
-        elif isinstance(layer, nn.Conv2d):
-            mid = layer(mid)
-            rad = F.conv2d(rad, layer.weight.abs(), None, layer.stride, layer.padding,
-                           layer.dilation, layer.groups)
-        elif isinstance(layer, nn.Linear):
-            mid, rad = layer(mid), F.linear(rad, layer.weight.abs())
-        elif isinstance(layer, nn.Flatten):
-            mid, rad = layer(mid), layer(rad)
-        elif isinstance(layer, nn.ReLU):
-            l, u = mid - rad, mid + rad
-            bounds.append((l.flatten(1), u.flatten(1)))
-            l, u = F.relu(l), F.relu(u)
-            mid, rad = (u + l) / 2, (u - l) / 2
-        else:
-            raise TypeError(f"interval bounds: unsupported layer {type(layer).__name__}")
-    return bounds
+    """Differentiable interval bounds (l, u) of every ReLU's pre-activation over B(x) ∩ [0,1]
+    (hamverify.losses.interval, shared with the certified losses)."""
+    from .losses.interval import box, propagate_interval
+    return propagate_interval(model, *box(x, eps))[0]
 
 
 def rs_loss(model: nn.Sequential, x: torch.Tensor, eps: float) -> torch.Tensor:
