@@ -8,10 +8,13 @@ input) or verdict-changing setting (RESUME_SETTINGS): one results file holds one
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from . import HamverifyError
 
@@ -128,9 +131,6 @@ def rewrite_records(path, records: list[VerificationRecord]) -> None:
 
 def input_digest(x_uint8, label: int) -> str:
     """Short sha256 of an input's stored pixels (uint8, as in the dataset) and its label."""
-    import hashlib
-
-    import numpy as np
     a = np.ascontiguousarray(np.asarray(x_uint8))
     h = hashlib.sha256(f"{a.dtype.str}{a.shape}{int(label)}".encode())
     h.update(a.tobytes())

@@ -19,7 +19,8 @@ from .attacks import PGD
 from .config import parse_eps
 from .models import DEFAULT_ARCH, build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from .recipes import DEFAULT_RECIPE, recipe_overrides
-from .losses import INITS, LOSSES, certified_margin_lower, initialize, relu_balance_loss, robust_loss, tightness_loss
+from .losses import (INITS, LOSSES, certified_margin_lower, crown_margin_lower, initialize, relu_balance_loss,
+                     robust_loss, tightness_loss)
 from .losses.interval import box
 from .regularizers import (STABILITY_FORMS, hamming_loss, l1_penalty, rs_loss, sample_corners,
                            stability_loss, unstable_counts_ia)
@@ -352,7 +353,6 @@ def certified_accuracy(model, x, y, eps, batch=500) -> float:
         lo, hi = box(xb, eps)
         preacts: list = []
         m_ibp = certified_margin_lower(model, lo, hi, yb, 0.0, preacts)
-        from .losses import crown_margin_lower
         m = torch.max(m_ibp, crown_margin_lower(model, lo, hi, yb, preacts))
         m[torch.arange(len(yb)), yb] = float("inf")
         hits += int((m.min(1).values > 0).sum())
