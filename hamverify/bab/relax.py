@@ -22,14 +22,13 @@ rounding aside, as for every bound in ``hamverify.bounds``).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..bounds.alpha import STOP_SLACK, _dense_weights
+from ..bounds.alpha import _dense_weights, maximize_bound
 from ..bounds.interval import LayerBounds
 from ..network import Network
 
@@ -124,7 +123,7 @@ def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer
     maximizing every row's lower bound; returns (best alpha, best beta or None, evaluations).
 
     ``beta0 is None``: no β terms (α-CROWN).  ``deadline`` is checked before every step; ``stop_at``
-    stops once every row's bound exceeds it (with ``STOP_SLACK`` for the float64 recomputation).
+    stops once every row's bound exceeds it (with ``bounds.alpha.STOP_SLACK`` for the float64 recomputation).
     """
     use_beta = beta0 is not None and any(bool((L.sigma != 0).any()) for L in layers)
     if steps <= 0 or C.shape[0] == 0 or not (use_beta or any(bool(L.free.any()) for L in layers)):
@@ -161,34 +160,17 @@ def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer
         return (A * mid).sum(dim=1) - (A.abs() * rad).sum(dim=1) + c if box_rows is not None \
             else A @ mid - A.abs() @ rad + c
 
-    opt = torch.optim.Adam(params, lr=lr)
-    best_val = torch.full((C.shape[0],), -torch.inf, dtype=dtype)
-    best_a = [a.detach().clone() for a in alphas]
-    best_b = [None if b is None else b.detach().clone() for b in betas]
-    done = 0
-    for _ in range(steps):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        val = lower_bounds()
-        done += 1
-        with torch.no_grad():
-            better = val > best_val
-            best_val = torch.where(better, val, best_val)
-            for keep, cur in zip(best_a + best_b, alphas + betas):
-                if keep is not None:
-                    keep[better] = cur[better]
-        if stop_at is not None and bool((best_val > stop_at + STOP_SLACK * (1 + best_val.abs())).all()):
-            break
-        opt.zero_grad()
-        (-val.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in alphas:
-                if a.requires_grad:
-                    a.clamp_(0.0, 1.0)
-            for b in betas:
-                if b is not None:
-                    b.clamp_(min=0.0)
+    def project():
+        for a in alphas:
+            if a.requires_grad:
+                a.clamp_(0.0, 1.0)
+        for b in betas:
+            if b is not None:
+                b.clamp_(min=0.0)
+
+    best, done = maximize_bound(lower_bounds, params, list(alphas) + list(betas), project, C.shape[0], dtype,
+                                steps=steps, lr=lr, deadline=deadline, stop_at=stop_at)
+    best_a, best_b = best[:len(alphas)], best[len(alphas):]
     alpha = [a.double().numpy() for a in best_a]
     if not use_beta:
         return alpha, beta0, done

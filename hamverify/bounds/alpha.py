@@ -152,6 +152,38 @@ def _dense_weights(net: Network, dtype: torch.dtype) -> tuple[list[torch.Tensor]
 # -- alpha-CROWN ---------------------------------------------------------------------------------
 
 
+def maximize_bound(lower_bounds, params: list[torch.Tensor], tracked: list, project, rows: int, dtype, *,
+                   steps: int, lr: float, deadline: float | None, stop_at: float | None) -> tuple[list, int]:
+    """Projected Adam on ``params`` to maximize ``lower_bounds()`` (one value per row), shared by
+    alpha-CROWN and the branch and bound's beta bounds.  Keeps, per row, the values of the
+    ``tracked`` tensors (None entries are skipped) at that row's best bound; ``project`` runs after
+    every step (e.g. clamping slopes to [0, 1]).  Returns (best tracked values, steps taken).
+    Only a choice of parameters comes out: the caller recomputes the sound bound from it."""
+    opt = torch.optim.Adam(params, lr=lr)
+    best_val = torch.full((rows,), -torch.inf, dtype=dtype)
+    best = [None if t is None else t.detach().clone() for t in tracked]
+    done = 0
+    for _ in range(steps):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        val = lower_bounds()
+        done += 1
+        with torch.no_grad():
+            better = val > best_val
+            best_val = torch.where(better, val, best_val)
+            for keep, cur in zip(best, tracked):
+                if keep is not None:
+                    keep[better] = cur[better]
+        if stop_at is not None and bool((best_val > stop_at + STOP_SLACK * (1 + best_val.abs())).all()):
+            break
+        opt.zero_grad()
+        (-val.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            project()
+    return best, done
+
+
 def _spec_rows(classes: int, label: int, targets: np.ndarray) -> np.ndarray:
     C = np.zeros((targets.size, classes))
     C[:, label] = 1.0
@@ -285,28 +317,8 @@ def _optimize(net: Network, lo, hi, bounds: list[LayerBounds], relax: list[ReluR
             A = A @ M[i]
         return A @ mid - A.abs() @ rad + c
 
-    opt = torch.optim.Adam(params, lr=lr)
-    best_val = torch.full((C.shape[0],), -torch.inf, dtype=dtype)
-    best = [a.detach().clone() for a in alphas]
-    done = 0
-    for _ in range(steps):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        val = lower_bounds()
-        done += 1
-        with torch.no_grad():
-            better = val > best_val
-            best_val = torch.where(better, val, best_val)
-            for b, a in zip(best, alphas):
-                b[better] = a[better]
-        if stop_at is not None and bool((best_val > stop_at + STOP_SLACK * (1 + best_val.abs())).all()):
-            break
-        opt.zero_grad()
-        (-val.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in params:
-                a.clamp_(0.0, 1.0)
+    best, done = maximize_bound(lower_bounds, params, alphas, lambda: [a.clamp_(0.0, 1.0) for a in params],
+                                C.shape[0], dtype, steps=steps, lr=lr, deadline=deadline, stop_at=stop_at)
 
     out = []
     for s, b, idx in zip(slopes, best, live):
