@@ -2,7 +2,10 @@
 process deciding one easy instance, and what it imported.
 
   python benchmarks/startup.py [--model models/mnist_small_hamming_0.1.pt] [--eps 0.02] [--index 0] \
-      [--repeats 5] [--workdir /tmp/hamverify-startup]
+      [--repeats 5] [--workdir /tmp/hamverify-startup] [--baseline DIR]
+
+``--baseline DIR``: a checkout of another release (``git worktree add DIR bb12ffb``) run on the
+same instance, its processes interleaved with this checkout's, and the ratio printed.
 
 The instance: the checkpoint exported to ONNX (``hamverify export``) and a VNN-COMP-style robustness
 property of MNIST test image ``--index`` (the box ``x +- eps`` clipped to [0, 1]; one disjunct
@@ -83,28 +86,41 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--workdir", default="/tmp/hamverify-startup")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--baseline", default=None, help="a checkout of another release to compare with")
     args = ap.parse_args(argv)
     onnx_path, spec = make_instance(pathlib.Path(args.model), args.eps, args.index, pathlib.Path(args.workdir),
                                     args.data_dir)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-c", DRIVER % (HEAVY,), "vnnlib", "--onnx", str(onnx_path), "--vnnlib", str(spec),
            "--timeout", str(args.timeout)]
-    print(f"instance: {onnx_path.name} + {spec.name}; {args.repeats} fresh processes; load average {load_avg()}")
-    walls, infos = [], []
+    trees = {"this checkout": REPO_ROOT}
+    if args.baseline:
+        trees["baseline " + pathlib.Path(args.baseline).name] = pathlib.Path(args.baseline).resolve()
+    print(f"instance: {onnx_path.name} + {spec.name}; {args.repeats} fresh processes each; "
+          f"load average {load_avg()}")
+    walls = {name: [] for name in trees}
+    infos = {name: [] for name in trees}
+    results = {}
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-        walls.append(time.perf_counter() - t)
-        info = next((json.loads(line[8:]) for line in res.stderr.splitlines() if line.startswith("STARTUP ")), None)
-        if info is None:
-            raise SystemExit(f"the command failed:\n{res.stderr[-2000:]}")
-        infos.append(info)
-        result = res.stdout.strip().splitlines()[0] if res.stdout.strip() else "?"
-    print(f"result: {result}")
-    print(f"process wall time: min {min(walls):.2f} s, median {statistics.median(walls):.2f} s")
-    print(f"in process: import hamverify.cli {statistics.median(i['import_cli'] for i in infos):.2f} s, "
-          f"the vnnlib command {statistics.median(i['command'] for i in infos):.2f} s (medians)")
-    print(f"imported: {', '.join(infos[-1]['imported']) or 'none'} (of {', '.join(HEAVY)})")
+        for name, root in trees.items():  # interleaved: both see the same load
+            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+            t = time.perf_counter()
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+            walls[name].append(time.perf_counter() - t)
+            info = next((json.loads(line[8:]) for line in res.stderr.splitlines() if line.startswith("STARTUP ")),
+                        None)
+            if info is None:
+                raise SystemExit(f"{name}: the command failed:\n{res.stderr[-2000:]}")
+            infos[name].append(info)
+            results[name] = res.stdout.strip().splitlines()[0] if res.stdout.strip() else "?"
+    for name in trees:
+        print(f"{name}: result {results[name]}; process wall time min {min(walls[name]):.2f} s, median "
+              f"{statistics.median(walls[name]):.2f} s; in process: import hamverify.cli "
+              f"{statistics.median(i['import_cli'] for i in infos[name]):.2f} s, the vnnlib command "
+              f"{statistics.median(i['command'] for i in infos[name]):.2f} s (medians); imported: "
+              f"{', '.join(infos[name][-1]['imported']) or 'none'} (of {', '.join(HEAVY)})")
+    if len(trees) == 2:
+        this, base = (statistics.median(w) for w in walls.values())
+        print(f"median wall time: {base / this:.2f}x faster than the baseline")
     print(f"load average after: {load_avg()}")
 
 

@@ -560,14 +560,20 @@ def export_cmd(model_path, out):
               show_default=True, help="One MILP with a binary per disjunct, or one MILP per disjunct.")
 @click.option("--retry-errors/--keep-errors", default=True, show_default=True,
               help="Batch resume: decide 'error' rows of the results CSV again (default), or keep them.")
+@click.option("--stages", default=None,
+              help="Cascade stages after the bounds, comma-separated: attack (per-disjunct margin PGD), alpha "
+                   "(alpha-CROWN), bab (branch and bound), milp; default all (attack,alpha,bab,milp), the same "
+                   "cascade as `verify`.")
 @one_line_errors
-def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode, retry_errors):
+def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode, retry_errors, stages):
     """Decide VNN-LIB properties of ONNX networks: sat (+ counterexample), unsat, timeout or unknown.
 
     A batch writes rows onnx,vnnlib,result,seconds,detail: the detail is the reason of an error,
     unknown or timeout, or the counterexample file of a sat (under RESULTS.cex/, one per instance).
     Rerunning the command resumes; rows that ended in an error are retried unless --keep-errors."""
+    from .cascade import DEFAULT_STAGES, parse_stages
     from .vnncomp import run_batch, solve_instance, write_text_atomic
+    stages = parse_stages(DEFAULT_STAGES if stages is None else stages)  # a bad list: one line, before any work
     if instances:
         if onnx_path or vnnlib_path:
             raise HamverifyError("give either --instances or --onnx with --vnnlib, not both")
@@ -576,7 +582,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
         if timeout is not None and not timeout > 0:
             raise HamverifyError(f"--timeout must be > 0, got {timeout}")
         rows = run_batch(instances, results, workers=workers, timeout=timeout, mode=mode,
-                         retry_errors=retry_errors, log=lambda m: click.echo(m, err=True))
+                         retry_errors=retry_errors, log=lambda m: click.echo(m, err=True), stages=stages)
         counts = {}
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1
@@ -584,7 +590,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
         return
     if not (onnx_path and vnnlib_path):
         raise HamverifyError("give --onnx and --vnnlib (one instance) or --instances (a batch)")
-    res = solve_instance(onnx_path, vnnlib_path, 300.0 if timeout is None else timeout, mode=mode)
+    res = solve_instance(onnx_path, vnnlib_path, 300.0 if timeout is None else timeout, mode=mode, stages=stages)
     text = res.vnncomp_text()
     if results:
         write_text_atomic(results, text)

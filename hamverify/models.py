@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import HamverifyError, __version__
+from .text import short_text  # noqa: F401  (re-exported: its users import it from here)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -129,17 +130,6 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, dataset: str, config: 
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-
-
-def short_text(text: str, limit: int = 160) -> str:
-    """``text`` on one line, at most ``limit`` characters, cut at a word boundary with '...'."""
-    text = " ".join(str(text).split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit - 3]
-    if " " in cut[limit // 2:]:
-        cut = cut[:cut.rindex(" ")]
-    return cut.rstrip(" ,;:.") + "..."
 
 
 def _why_unreadable(exc: BaseException) -> str:

@@ -12,10 +12,12 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch import nn
 
 from . import HamverifyError
+
+# torch is imported inside the functions that take a torch model: the IR itself, ONNX import and
+# every bound need only numpy / scipy (issue 16, item 4: a `vnnlib` process proving an instance by
+# bounds never imports torch).
 
 
 @dataclass(frozen=True)
@@ -89,27 +91,49 @@ class Network:
         return self.affines[-1].forward(h)
 
 
-def conv_matrix(weight: np.ndarray, in_shape, strides, pads, dilations, group: int = 1, chunk: int = 1024):
+def conv_matrix(weight: np.ndarray, in_shape, strides, pads, dilations, group: int = 1):
     """Exact CSR matrix of a 2-D convolution without bias (column i = conv(e_i)), ONNX padding
-    ``[top, left, bottom, right]``; returns (matrix, (C_out, H_out, W_out))."""
-    in_shape = tuple(int(s) for s in in_shape)
-    d = int(np.prod(in_shape))
-    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float64))
+    ``[top, left, bottom, right]``; returns (matrix, (C_out, H_out, W_out)).
+
+    Built from index arithmetic, one vectorized pass per kernel tap (kH * kW passes): entry
+    (row of output (co, oh, ow), column of input (ci, oh*s - top + kh*d, ow*s - left + kw*d)) is
+    ``weight[co, ci mod C_in/group, kh, kw]`` where that input lies inside the image."""
+    weight = np.asarray(weight, dtype=np.float64)
+    C_in, H, W = (int(s) for s in in_shape)
+    C_out, C_g, kH, kW = weight.shape
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilations)
     top, left, bottom, right = (int(p) for p in pads)
-    cols, out_shape = [], None
-    with torch.no_grad():
-        for start in range(0, d, chunk):
-            n = min(chunk, d - start)
-            basis = torch.zeros(n, d, dtype=torch.float64)
-            basis[torch.arange(n), torch.arange(start, start + n)] = 1.0
-            padded = torch.nn.functional.pad(basis.view(n, *in_shape), (left, right, top, bottom))
-            out = torch.nn.functional.conv2d(padded, w, None, tuple(strides), 0, tuple(dilations), group)
-            out_shape = tuple(int(s) for s in out.shape[1:])
-            cols.append(sp.csr_matrix(out.reshape(n, -1).numpy()))
-    return sp.vstack(cols).T.tocsr(), out_shape
+    group = int(group)
+    if C_g * group != C_in or C_out % group:
+        raise HamverifyError(f"Conv weight {list(weight.shape)} with group {group} does not fit {C_in} input "
+                             f"channels")
+    H_out = (H + top + bottom - dh * (kH - 1) - 1) // sh + 1
+    W_out = (W + left + right - dw * (kW - 1) - 1) // sw + 1
+    if H_out <= 0 or W_out <= 0:
+        raise HamverifyError(f"Conv kernel {kH}x{kW} does not fit the padded {H}x{W} input")
+    co = np.arange(C_out)[:, None, None, None]
+    ci = (co // (C_out // group)) * C_g + np.arange(C_g)[None, :, None, None]  # (C_out, C_g, 1, 1)
+    oh = np.arange(H_out)[None, None, :, None]
+    ow = np.arange(W_out)[None, None, None, :]
+    rows_all = np.broadcast_to(co * (H_out * W_out) + oh * W_out + ow, (C_out, C_g, H_out, W_out))
+    rows, cols, vals = [], [], []
+    for kh in range(kH):
+        ih = oh * sh - top + kh * dh
+        for kw in range(kW):
+            iw = ow * sw - left + kw * dw
+            inside = np.broadcast_to((ih >= 0) & (ih < H) & (iw >= 0) & (iw < W), rows_all.shape)
+            w = np.broadcast_to(weight[:, :, kh, kw][:, :, None, None], rows_all.shape)
+            keep = inside & (w != 0)
+            rows.append(rows_all[keep])
+            cols.append(np.broadcast_to(ci * (H * W) + ih * W + iw, rows_all.shape)[keep])
+            vals.append(w[keep])
+    M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(C_out * H_out * W_out, C_in * H * W))
+    return M, (C_out, H_out, W_out)
 
 
-def _unroll_conv(conv: nn.Conv2d, in_shape: tuple[int, int, int]):
+def _unroll_conv(conv, in_shape: tuple[int, int, int]):
     """Exact matrix of a torch convolution (without bias); returns (matrix, output shape)."""
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
         raise HamverifyError(f"Conv2d padding {conv.padding!r} / mode {conv.padding_mode!r} is not supported")
@@ -122,8 +146,9 @@ def _bias(layer, size: int) -> np.ndarray:
     return np.zeros(size) if layer.bias is None else layer.bias.detach().double().cpu().numpy()
 
 
-def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Network:
+def from_torch(model, input_shape: Sequence[int]) -> Network:
     """Build the IR from a feed-forward torch model (a Sequential of supported layers)."""
+    from torch import nn
     from .models import Normalize  # local import: models imports nothing from here
 
     shape = tuple(int(s) for s in input_shape)
@@ -186,8 +211,9 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Network:
     return Network(tuple(affines), tuple(int(s) for s in input_shape))
 
 
-def check_against_torch(net: Network, model: nn.Module, n: int = 8, seed: int = 0) -> float:
+def check_against_torch(net: Network, model, n: int = 8, seed: int = 0) -> float:
     """Max |IR - torch| over random inputs in [0, 1] (float64 on both sides)."""
+    import torch
     rng = np.random.default_rng(seed)
     x = rng.random((n, *net.input_shape))
     with torch.no_grad():

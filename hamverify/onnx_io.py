@@ -18,7 +18,10 @@ constants (Constant, shape arithmetic, ...) are evaluated by ``onnx.reference``.
 the data path raises a one-line :class:`HamverifyError` naming the op and the node.  A graph output
 that does not depend on the input is imported as zero weights plus its value (a constant network).
 
-``onnx`` and ``onnxruntime`` are the optional extra ``hamverify[onnx]``; they are imported lazily.
+``onnx`` and ``onnxruntime`` are the optional extra ``hamverify[onnx]``; they are imported lazily,
+and so is torch: importing an ONNX network and proving it by bounds needs neither (issue 16, item 4:
+start-up).  :class:`~hamverify.ir_module.IRModule` (the IR as a torch module) lives in its own module
+and is re-exported here on first use.
 """
 from __future__ import annotations
 
@@ -31,12 +34,10 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch import nn
 
-from . import HamverifyError, __version__
-from .models import ReLUNet
+from . import HamverifyError, __version__, onnx_proto
 from .network import Affine, Network, conv_matrix
+from .text import short_text
 
 EXPORT_OPSET = 13
 EXPORT_IR_VERSION = 8  # what every onnxruntime >= 1.10 reads
@@ -67,12 +68,14 @@ def _const(onnx, name: str, value: np.ndarray):
     return numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name)
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _np(t) -> np.ndarray:  # a torch tensor
     return t.detach().cpu().double().numpy()
 
 
-def model_to_onnx(model: nn.Module, input_shape: Sequence[int], metadata: dict | None = None):
-    """The ``onnx.ModelProto`` of a feed-forward model (the layers ``from_torch`` supports)."""
+def model_to_onnx(model, input_shape: Sequence[int], metadata: dict | None = None):
+    """The ``onnx.ModelProto`` of a feed-forward torch model (the layers ``from_torch`` supports)."""
+    import torch
+    from torch import nn
     onnx = require_onnx()
     from onnx import TensorProto, helper
 
@@ -186,6 +189,8 @@ def onnx_run(session, x: np.ndarray) -> np.ndarray:
 
 def export_checkpoint(checkpoint, out, n_check: int = 8, seed: int = 0) -> tuple[pathlib.Path, float]:
     """Export a checkpoint to ONNX; returns (path, max |onnxruntime - torch| on random inputs)."""
+    import torch
+
     from .models import INPUT_SHAPE, file_sha256, load_checkpoint
     model, meta = load_checkpoint(checkpoint)
     shape = INPUT_SHAPE[meta["dataset"]]
@@ -203,7 +208,6 @@ def export_checkpoint(checkpoint, out, n_check: int = 8, seed: int = 0) -> tuple
 # ============================================================================================ import
 
 def _first_line(exc: BaseException) -> str:
-    from .models import short_text
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {short_text(text[0], 160)}" if text else type(exc).__name__
 
@@ -222,14 +226,16 @@ def _read_bytes(path) -> bytes:
 
 
 def load_onnx_proto(source):
-    """A ModelProto from a path (.onnx or .onnx.gz), bytes, or a ModelProto; one-line errors."""
-    onnx = require_onnx()
-    if isinstance(source, onnx.ModelProto):
+    """A ModelProto from a path (.onnx or .onnx.gz), bytes, or a ModelProto; one-line errors.
+    Parsed with the generated protobuf classes alone (:mod:`hamverify.onnx_proto`): no
+    ``import onnx``."""
+    pb = onnx_proto.pb2()
+    if isinstance(source, pb.ModelProto) or hasattr(source, "SerializeToString"):
         return source, "<model>"
     label = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read_bytes(source)
     try:
-        proto = onnx.load_model_from_string(data)
+        proto = pb.ModelProto.FromString(data)
     except Exception as exc:
         raise HamverifyError(f"{label}: not a readable ONNX model ({_first_line(exc)})") from None
     if not proto.graph.node or not proto.graph.output:
@@ -280,14 +286,13 @@ class OnnxModel:
 
 class _Importer:
     def __init__(self, proto, label: str):
-        from onnx import numpy_helper
         self.label = label
         self.proto = proto
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.env: dict[str, object] = {}
         for init in proto.graph.initializer:
             try:
-                self.env[init.name] = numpy_helper.to_array(init)
+                self.env[init.name] = onnx_proto.tensor_to_array(init)
             except Exception as exc:
                 raise HamverifyError(f"{label}: initializer {init.name!r} unreadable ({_first_line(exc)})") from None
         self.affines: list[Affine] = []
@@ -309,8 +314,7 @@ class _Importer:
         return value
 
     def attrs(self, node) -> dict:
-        from onnx import helper
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return {a.name: onnx_proto.attribute_value(a) for a in node.attribute}
 
     def check_seg(self, node, *lins: _Lin):
         for lin in lins:
@@ -331,7 +335,7 @@ class _Importer:
                                  f"has {len(onnx_inputs)}")
         inp = onnx_inputs[0]
         tt = inp.type.tensor_type
-        from onnx import TensorProto
+        TensorProto = onnx_proto.pb2().TensorProto
         if tt.elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
             raise HamverifyError(f"{self.label}: input {inp.name!r} must be float or double")
         if not tt.HasField("shape"):
@@ -677,31 +681,6 @@ def from_onnx(source) -> Network:
     return import_onnx(source).net
 
 
-# ===================================================================================== IR -> torch
-
-class IRModule(ReLUNet):
-    """The IR as a torch module: Flatten, Linear, ReLU, ..., Linear (dense weights, float64 by
-    default), taking ``[N, *input_shape]`` (any shape with ``input_size`` values per sample).
-
-    ``from_torch(IRModule(net), net.input_shape)`` rebuilds the same affine maps, so the
-    :class:`~hamverify.verify.Verifier` can run PGD (float32 copy) and validate counterexamples
-    (float64 copy) on an imported network."""
-
-    def __init__(self, net: Network, dtype: torch.dtype = torch.float64):
-        layers: list[nn.Module] = [nn.Flatten()]
-        for k, aff in enumerate(net.affines):
-            W = np.asarray(aff.dense(), dtype=np.float64)
-            lin = nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(W))
-                lin.bias.copy_(torch.from_numpy(np.asarray(aff.b, dtype=np.float64)))
-            layers.append(lin)
-            if k < len(net.affines) - 1:
-                layers.append(nn.ReLU())
-        super().__init__(*layers)
-        self.input_shape = tuple(net.input_shape)
-
-
 # ===================================================================================== model loading
 
 def is_onnx_path(path) -> bool:
@@ -737,6 +716,7 @@ def load_any_model(path, dataset: str | None = None):
         if not dataset:
             raise HamverifyError(f"{path}: an ONNX model needs --dataset (one of {', '.join(INPUT_SHAPE)}) "
                                  f"to know its inputs")
+        from .ir_module import IRModule
         imported = import_onnx(path)
         shape = dataset_input_shape(imported, dataset)
         net = Network(imported.net.affines, shape)
@@ -756,3 +736,11 @@ def onnx_verify_meta(path, dataset: str | None, eps) -> dict:
     if eps is None:
         raise HamverifyError(f"{path}: an ONNX model needs --eps (it records no eps)")
     return {"dataset": dataset, "eps": eps}
+
+
+def __getattr__(name: str):
+    # IRModule needs torch at class definition: import it (and torch) only when asked for.
+    if name == "IRModule":
+        from .ir_module import IRModule
+        return IRModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

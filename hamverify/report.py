@@ -5,6 +5,24 @@ import numpy as np
 
 from .records import STATUSES, VerificationRecord
 
+# The cascade's stages, in their order (hamverify.cascade): which one decided each input.
+DECIDING_STAGES = ("clean", "bounds", "pgd", "attack", "lp", "alpha", "bab", "milp")
+
+
+def _by_stage(records: list[VerificationRecord], status: str) -> dict[str, int]:
+    """{stage: inputs of ``status`` that stage decided}, stages in cascade order, zeros left out."""
+    counts = {stage: sum(r.status == status and r.decided_by == stage for r in records) for stage in DECIDING_STAGES}
+    return {stage: k for stage, k in counts.items() if k}
+
+
+def _stage_seconds(records: list[VerificationRecord]) -> dict[str, float]:
+    """Seconds spent in each stage over all records (from each record's ``stage_times``)."""
+    total: dict[str, float] = {}
+    for r in records:
+        for stage, sec in (getattr(r, "stage_times", None) or {}).items():
+            total[stage] = total.get(stage, 0.0) + float(sec)
+    return total
+
 
 def summarize(records: list[VerificationRecord]) -> dict:
     n = len(records)
@@ -22,6 +40,9 @@ def summarize(records: list[VerificationRecord]) -> dict:
         "falsified_by_milp": sum(r.status == "falsified" and r.decided_by == "milp" for r in records),
         "verified_by_bounds": sum(r.status == "verified" and r.decided_by == "bounds" for r in records),
         "verified_by_milp": sum(r.status == "verified" and r.decided_by == "milp" for r in records),
+        "verified_by": _by_stage(records, "verified"),
+        "falsified_by": _by_stage(records, "falsified"),
+        "stage_seconds": _stage_seconds(records),
         "time_mean": float(times.mean()) if n else 0.0,
         "time_median": float(np.median(times)) if n else 0.0,
         "time_p95": float(np.percentile(times, 95)) if n else 0.0,
@@ -40,14 +61,19 @@ def format_summary(s: dict, wall_time: float | None = None) -> str:
             ("clean accuracy", pct(s["clean_accuracy"])),
             ("PGD-robust accuracy", pct(s["pgd_accuracy"])),
             ("verified accuracy", pct(s["verified_accuracy"])),
-            ("  verified by bounds / MILP", f"{s['verified_by_bounds']} / {s['verified_by_milp']}"),
-            ("falsified (exact)", f"{s['falsified']}  (PGD {s['falsified_by_pgd']}, MILP {s['falsified_by_milp']})"),
+            ("  verified by", _stage_list(s.get("verified_by"), {"bounds": s["verified_by_bounds"],
+                                                                  "milp": s["verified_by_milp"]})),
+            ("falsified (exact)", f"{s['falsified']}  (by " + _stage_list(
+                s.get("falsified_by"), {"pgd": s["falsified_by_pgd"], "milp": s["falsified_by_milp"]}) + ")"),
             ("misclassified", str(s["misclassified"])),
             ("timeouts", str(s["timeout"])),
             ("unknown", str(s["unknown"])),
             ("errors", str(s["error"])),
             ("time per input mean / median", f"{s['time_mean']:.2f} s / {s['time_median']:.2f} s"),
             ("time per input p95 / max", f"{s['time_p95']:.2f} s / {s['time_max']:.2f} s")]
+    if s.get("stage_seconds") and s["n"]:
+        rows.append(("time per stage (mean per input)",
+                     ", ".join(f"{k} {v / s['n']:.2f} s" for k, v in s["stage_seconds"].items())))
     if s.get("mean_unstable_per_layer"):
         rows.append(("unstable ReLUs per layer (mean)", " / ".join(f"{v:.1f}" for v in s["mean_unstable_per_layer"])))
     if wall_time is not None:
@@ -55,3 +81,9 @@ def format_summary(s: dict, wall_time: float | None = None) -> str:
     width = max(len(k) for k, _ in rows)
     head = f"eps {s['eps']:.6g}, tightening {s['tightening']}, backend {s['backend']}" if s["n"] else "no records"
     return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def _stage_list(by: dict | None, fallback: dict) -> str:
+    """'bounds 96, bab 2, milp 1' (a summary written before the per-stage counts: its two columns)."""
+    counts = by if by is not None else {k: v for k, v in fallback.items() if v}
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"

@@ -169,7 +169,7 @@ class Checker:
     def torch_modules(self):
         """(float32, float64) torch copies of the IR, without gradients on the weights."""
         if self._modules is None:
-            from .onnx_io import IRModule
+            from .ir_module import IRModule
             m64 = IRModule(self.net).eval()
             m32 = IRModule(self.net).float().eval()
             for m in (m32, m64):
@@ -683,11 +683,12 @@ def cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
     return pathlib.Path(str(results_path) + ".cex") / f"{stem(onnx)}__{stem(vnnlib)}__{digest}.txt"
 
 
-def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str):
+def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str, stages=STAGES):
     """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, reason)."""
     t0 = time.monotonic()
     try:
-        res = solve_instance(pathlib.Path(root) / onnx, pathlib.Path(root) / vnnlib, timeout, mode=mode)
+        res = solve_instance(pathlib.Path(root) / onnx, pathlib.Path(root) / vnnlib, timeout, mode=mode,
+                             stages=stages)
         return onnx, vnnlib, res.result, res.time, res.vnncomp_text(), res.reason
     except HamverifyError as exc:
         return onnx, vnnlib, "error", time.monotonic() - t0, "error\n", str(exc)
@@ -698,7 +699,7 @@ def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: st
 
 
 def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | None = None,
-              mode: str = "disjunction", retry_errors: bool = True, log=print) -> list[list[str]]:
+              mode: str = "disjunction", retry_errors: bool = True, log=print, stages=STAGES) -> list[list[str]]:
     """Decide every instance of a VNN-COMP ``instances.csv``; rows already in ``results_csv`` are
     kept (resume), except ``error`` rows, which are decided again unless ``retry_errors`` is False.
     Rows are ``onnx,vnnlib,result,seconds,detail`` (see :func:`read_results`).  New rows are
@@ -707,6 +708,7 @@ def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | Non
     from joblib import Parallel, delayed
     if mode not in MODES:
         raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    stages = parse_stages(stages)  # a bad list fails here, once, not in every row
     instances = read_instances(instances_csv)
     root = str(pathlib.Path(instances_csv).resolve().parent)
     results_path = pathlib.Path(results_csv)
@@ -729,9 +731,9 @@ def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | Non
     if retried:
         log(f"retrying {retried} instance(s) that ended in an error")
     _write_rows(results_path, list(done.values()))  # drops a torn last line before appending
-    tasks = (delayed(run_instance_row)(root, o, v, t, mode) for o, v, t in todo)
+    tasks = (delayed(run_instance_row)(root, o, v, t, mode, stages) for o, v, t in todo)
     results = (Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(tasks) if workers > 1
-               else (run_instance_row(root, o, v, t, mode) for o, v, t in todo))
+               else (run_instance_row(root, o, v, t, mode, stages) for o, v, t in todo))
     with open(results_path, "a", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         for onnx, vnnlib, result, seconds, text, message in results:

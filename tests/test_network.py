@@ -164,3 +164,29 @@ def test_relunet_sequential_is_accepted():
     model = ReLUNet(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     net = from_torch(model, (6,))
     assert _max_diff_random(net, model) < 1e-12
+
+
+@pytest.mark.parametrize("case", [
+    dict(c_in=2, c_out=3, k=(3, 3), strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1), group=1),
+    dict(c_in=4, c_out=6, k=(3, 2), strides=(2, 1), pads=(1, 0, 2, 1), dil=(1, 1), group=2),  # ONNX asymmetric pads
+    dict(c_in=3, c_out=3, k=(2, 2), strides=(1, 2), pads=(2, 1, 0, 2), dil=(2, 1), group=3),  # depthwise, dilated
+    dict(c_in=1, c_out=2, k=(1, 1), strides=(3, 3), pads=(0, 0, 0, 0), dil=(1, 1), group=1),
+])
+def test_conv_matrix_matches_torch_conv(case):
+    """Column i of the matrix is the convolution of the i-th basis image, for every tap layout
+    (torch's conv on the explicitly padded input is the brute-force reference)."""
+    from hamverify.network import conv_matrix
+    rng = np.random.default_rng(11)
+    in_shape = (case["c_in"], 7, 6)
+    weight = rng.normal(size=(case["c_out"], case["c_in"] // case["group"], *case["k"]))
+    weight[0, 0, 0, 0] = 0.0  # an exact zero tap is left out of the sparse matrix, not stored
+    M, out_shape = conv_matrix(weight, in_shape, case["strides"], case["pads"], case["dil"], case["group"])
+    x = rng.normal(size=(5, *in_shape))
+    top, left, bottom, right = case["pads"]
+    xt = torch.nn.functional.pad(torch.from_numpy(x), (left, right, top, bottom))
+    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(weight), None, case["strides"], 0, case["dil"],
+                                     case["group"])
+    assert out_shape == tuple(ref.shape[1:])
+    assert M.shape == (int(np.prod(out_shape)), int(np.prod(in_shape)))
+    np.testing.assert_allclose((M @ x.reshape(5, -1).T).T, ref.reshape(5, -1).numpy(), rtol=0, atol=1e-12)
+    assert np.all(M.data != 0)

@@ -269,6 +269,26 @@ def test_cli_single_and_batch(hand, tmp_path):
     assert res.exit_code == 2 and "undeclared variable Y_5" in res.output
 
 
+def test_cli_stages_choose_the_cascade(hand, tmp_path, monkeypatch):
+    """--stages reaches the cascade (single instance and batch rows) and a bad list is one line."""
+    from hamverify import vnncomp
+    root, net_path, specs = hand
+    seen = []
+    real = vnncomp.decide
+    monkeypatch.setattr(vnncomp, "decide", lambda *a, **k: seen.append(k["stages"]) or real(*a, **k))
+    runner = CliRunner()
+    res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(specs["cex_in_box"]),
+                               "--stages", "milp"])
+    assert res.exit_code == 0 and res.stdout.startswith("sat\n")  # the MILP alone finds the counterexample
+    res = runner.invoke(main, ["vnnlib", "--instances", str(_instances(root, specs)), "--results",
+                               str(tmp_path / "b.csv"), "--stages", "alpha,milp"])
+    assert res.exit_code == 0, res.output
+    assert seen == [("milp",)] + [("alpha", "milp")] * 3
+    res = runner.invoke(main, ["vnnlib", "--onnx", str(net_path), "--vnnlib", str(specs["robust"]),
+                               "--stages", "attack,bogus"])
+    assert res.exit_code == 2 and "unknown stage(s) bogus" in res.output and len(res.output.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------- issue 16: batch files and resume
 
 def test_cex_files_of_specs_differing_after_a_dot(hand, tmp_path):

@@ -11,12 +11,23 @@ would be the symbolic ones unchanged.
 """
 from __future__ import annotations
 
+import importlib
+
 from .. import HamverifyError
 from ..network import Network
-from .alpha import AlphaResult, alpha_crown, alpha_margin_bounds, split_bounds
 from .interval import LayerBounds, interval_bounds, interval_output_bounds
-from .lp import lp_bounds
 from .symbolic import margin_lower_bounds, output_bounds, specification_lower_bounds, symbolic_bounds
+
+# alpha-CROWN needs torch and the LP needs highspy: both are imported on first use, so that a
+# process whose inputs the symbolic bounds decide never pays for them (issue 16, item 4).
+_LAZY = {"AlphaResult": "alpha", "alpha_crown": "alpha", "alpha_margin_bounds": "alpha", "split_bounds": "alpha",
+         "lp_bounds": "lp"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 BOUND_METHODS = ("ia", "symbolic", "lp")
 
@@ -28,6 +39,7 @@ def compute_bounds(net: Network, lo, hi, method: str = "symbolic", **kw) -> list
     if method == "symbolic":
         return symbolic_bounds(net, lo, hi, **kw)
     if method == "lp":
+        from .lp import lp_bounds
         return lp_bounds(net, lo, hi, **kw)
     raise HamverifyError(f"unknown bounds method {method!r}; known: {', '.join(BOUND_METHODS)}")
 
