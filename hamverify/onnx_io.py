@@ -8,15 +8,36 @@ It does not go through ``torch.onnx`` (whose exporter changes from one torch rel
 
 Import executes the graph symbolically, for one sample (a symbolic or leading 1 batch dimension is
 fixed to 1): every tensor is either a constant (numpy) or an affine function ``M @ v + c`` of the
-current *segment* variables ``v`` (the flattened network input, or the output of the last Relu),
-with ``M`` a CSR matrix.  ``Relu`` closes a segment into one ``Affine(M, c)`` of the IR; the graph
-output closes the last.  Supported on the data path: Gemm, MatMul, Add, Sub, Mul and Div by
-constants (or Add/Sub of two tensors of the same segment), Neg, Conv (2-D, unrolled exactly),
-BatchNormalization (folded), Relu, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Shape.
-Transpose is a row permutation, so it is exact whatever it permutes.  Nodes whose inputs are all
-constants (Constant, shape arithmetic, ...) are evaluated by ``onnx.reference``.  Anything else on
-the data path raises a one-line :class:`HamverifyError` naming the op and the node.  A graph output
-that does not depend on the input is imported as zero weights plus its value (a constant network).
+current *segment* variables ``v`` (the flattened network input, or the output of the last ReLU
+layer), with ``M`` a CSR matrix.  ``Relu`` closes a segment into one ``Affine(M, c)`` of the IR; the
+graph output closes the last.  Supported on the data path (``SUPPORTED_OPS``), every one exact:
+
+* linear: Gemm, MatMul, Add, Sub, Mul and Div by constants (or Add/Sub of two tensors of the same
+  segment), Neg, Conv (1-D on ``[1, C, L]`` as 2-D with H = 1, and 2-D; unrolled),
+  BatchNormalization (folded), ReduceSum, ReduceMean;
+* row selections (a tensor's rows picked, repeated or mixed with constant rows, by numpy index
+  arrays): Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Dropout, Slice, Concat, Split,
+  Gather (constant indices), Expand, Where (constant condition), Pad (constant mode); Shape;
+* piecewise linear: Relu, MaxPool (1-D and 2-D, ``ceil_mode`` 0) and ReduceMax.
+
+MaxPool and ReduceMax are encoded with ReLUs inside the IR, so that the IR keeps its two kinds of
+step and every bound method, the MILP and BaB handle them without a max layer of their own:
+``max(a, b) = a + relu(b - a)``, and a value that must cross a ReLU layer unchanged goes as
+``relu(a) - relu(-a)``.  A window of k values is reduced by a balanced tree of pairwise maxima, one
+ReLU layer per level (ceil(log2 k) levels): the segment is closed by an ``Affine`` whose rows are
+``[b - a, a, -a]`` per pair (``[a, -a]`` for an odd one out), and the next segment recombines them as
+``relu(b - a) + relu(a) - relu(-a)``.  Where one input of a pair dominates over the box, ``b - a``
+has a fixed sign and its ReLU is stable, as ``relu(a)`` / ``relu(-a)`` are for a value of known sign
+(e.g. a MaxPool after a Relu): the bounds are then exact there and the MILP spends no binary on
+them, the "stable max" shortcut a dedicated max encoding would need code for.
+
+Transpose and the row selections are exact whatever they permute.  Nodes whose inputs are all
+constants (Constant, shape arithmetic, ...) are evaluated by ``onnx.reference``.  An op that is not
+piecewise linear on the data path (Sigmoid, Tanh, Softmax, Exp, Log, Pow, ..., or Mul / MatMul / Div
+of two input-dependent tensors) raises :class:`NonLinearModel` (``hamverify vnnlib`` answers
+``unknown`` for it); anything else unsupported raises a one-line :class:`HamverifyError` naming the
+op and the node.  A graph output that does not depend on the input is imported as zero weights plus
+its value (a constant network).
 
 ``onnx`` and ``onnxruntime`` are the optional extra ``hamverify[onnx]``; they are imported lazily,
 and so is torch: importing an ONNX network and proving it by bounds needs neither (issue 16, item 4:
@@ -207,6 +228,18 @@ def export_checkpoint(checkpoint, out, n_check: int = 8, seed: int = 0) -> tuple
 
 # ============================================================================================ import
 
+class NonLinearModel(HamverifyError):
+    """The graph computes something that is not piecewise linear in its input (Sigmoid, Softmax,
+    a product of two input-dependent tensors, ...): no exact ReLU-network IR exists, so a verifier
+    can only answer ``unknown`` for it (not an error of the user's inputs)."""
+
+
+# Ops whose output is not piecewise linear in an input-dependent operand (Pow: x ** k, k ** x).
+NONLINEAR_OPS = frozenset({
+    "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf", "Gelu",
+    "Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "HardSwish", "Sin", "Cos", "Tan", "Asin", "Acos",
+    "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh"})
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {short_text(text[0], 160)}" if text else type(exc).__name__
@@ -299,8 +332,11 @@ class _Importer:
         self.seg = 0
 
     # -- helpers ---------------------------------------------------------------------------
-    def fail(self, node, message: str):
-        raise HamverifyError(f"{self.label}: node {node.name or '(unnamed)'!r} ({node.op_type}): {message}")
+    def fail(self, node, message: str, cls: type[HamverifyError] = HamverifyError):
+        raise cls(f"{self.label}: node {node.name or '(unnamed)'!r} ({node.op_type}): {message}")
+
+    def nonlinear(self, node, message: str):
+        self.fail(node, f"not piecewise linear: {message}", NonLinearModel)
 
     def get(self, node, name: str):
         if name not in self.env:
@@ -319,8 +355,8 @@ class _Importer:
     def check_seg(self, node, *lins: _Lin):
         for lin in lins:
             if lin.seg != self.seg:
-                self.fail(node, "uses a tensor from before a Relu (skip connections across ReLUs are not "
-                                "supported)")
+                self.fail(node, "uses a tensor from before a Relu or MaxPool (skip connections across ReLU "
+                                "layers are not supported)")
 
     def axes_arg(self, node, attrs) -> list[int] | None:
         if len(node.input) > 1 and node.input[1]:
@@ -393,6 +429,8 @@ class _Importer:
             outs = self.fold(node)
         else:
             handler = getattr(self, f"op_{node.op_type}", None)
+            if node.op_type in NONLINEAR_OPS:
+                self.nonlinear(node, f"{node.op_type} of a tensor that depends on the network input")
             if handler is None:
                 self.fail(node, f"unsupported op {node.op_type} on the network's data path "
                                 f"(supported: {', '.join(sorted(SUPPORTED_OPS))})")
@@ -462,14 +500,14 @@ class _Importer:
     def op_Mul(self, node, attrs):
         a, b, shape = self._binary(node)
         if isinstance(a, _Lin) and isinstance(b, _Lin):
-            self.fail(node, "multiplies two tensors that both depend on the input (not piecewise linear)")
+            self.nonlinear(node, "multiplies two tensors that both depend on the network input")
         lin, k = (a, b) if isinstance(a, _Lin) else (b, a)
         return lin.scaled(np.asarray(k, dtype=np.float64))
 
     def op_Div(self, node, attrs):
         a, b, shape = self._binary(node)
         if isinstance(b, _Lin):
-            self.fail(node, "divides by a tensor that depends on the input (not piecewise linear)")
+            self.nonlinear(node, "divides by a tensor that depends on the network input")
         if np.any(b == 0):
             self.fail(node, "divides by zero")
         return a.scaled(1.0 / np.asarray(b, dtype=np.float64))
@@ -544,10 +582,245 @@ class _Importer:
         y = x.scaled(per(k))
         return _Lin(y.M, y.c + per(bias - mean * k), y.shape, y.seg)
 
+    # -- row selections ----------------------------------------------------------------------
+    # The op's own numpy operation runs on the operands' row numbers (``np.arange(size)`` in their
+    # shapes); the result says which rows of ``M`` and ``c`` the output is made of.  Constant
+    # operands join as rows with zero weights (a "pool" of every operand's rows), so mixing them in
+    # is a row selection too.
+
+    def _pool(self, node, values) -> tuple[_Lin, list[np.ndarray]]:
+        """(one _Lin of every operand's rows, the row numbers of each operand in its shape)."""
+        lins = [v for v in values if isinstance(v, _Lin)]
+        self.check_seg(node, *lins)
+        if len(values) == 1:
+            return lins[0], [np.arange(lins[0].size).reshape(lins[0].shape)]
+        width = lins[0].M.shape[1]
+        Ms, cs, idx, offset = [], [], [], 0
+        for v in values:
+            if isinstance(v, _Lin):
+                M, c, shape = v.M, v.c, v.shape
+            else:
+                a = np.asarray(v, dtype=np.float64)
+                M, c, shape = sp.csr_matrix((a.size, width)), a.ravel(), a.shape
+            n = int(np.prod(shape, dtype=np.int64))
+            Ms.append(M)
+            cs.append(c)
+            idx.append(offset + np.arange(n).reshape(shape))
+            offset += n
+        return _Lin(sp.vstack(Ms, format="csr"), np.concatenate(cs), (offset,), self.seg), idx
+
+    @staticmethod
+    def _pick(pool: _Lin, idx: np.ndarray) -> _Lin:
+        return pool.rows(np.asarray(idx).ravel(), np.shape(idx))
+
+    def _axis(self, node, axis, rank: int) -> int:
+        axis = int(axis)
+        if not -rank <= axis < rank:
+            self.fail(node, f"axis {axis} is out of range for rank {rank}")
+        return axis % rank
+
+    def _ints(self, node, i: int, what: str) -> list[int] | None:
+        """Input ``i`` as a list of ints (a constant), or None when it is absent."""
+        if len(node.input) > i and node.input[i]:
+            return [int(v) for v in np.asarray(self.const(node, node.input[i], what)).ravel()]
+        return None
+
+    def _slice_range(self, node, dim: int, start: int, end: int, step: int) -> np.ndarray:
+        # ONNX's clamping, which is not Python's for a start before the beginning with a negative
+        # step: negative indices count from the end, then start is clamped to [0, dim] ([0, dim - 1]
+        # going backwards) and end to [0, dim] ([-1, dim - 1] going backwards).
+        if step == 0:
+            self.fail(node, "a step of 0")
+        start = start + dim if start < 0 else start
+        end = end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        return np.arange(start, end, step)
+
+    def op_Slice(self, node, attrs):
+        x = self.get(node, node.input[0])
+        if self.opset < 10:  # Slice-1: attributes, no steps
+            starts, ends, axes, steps = attrs.get("starts"), attrs.get("ends"), attrs.get("axes"), None
+        else:
+            starts, ends = self._ints(node, 1, "starts"), self._ints(node, 2, "ends")
+            axes, steps = self._ints(node, 3, "axes"), self._ints(node, 4, "steps")
+        if starts is None or ends is None:
+            self.fail(node, "has no starts or ends")
+        axes = list(range(len(starts))) if axes is None else list(axes)
+        steps = [1] * len(starts) if steps is None else list(steps)
+        if not len(starts) == len(ends) == len(axes) == len(steps):
+            self.fail(node, f"starts {list(starts)}, ends {list(ends)}, axes {axes} and steps {steps} differ in length")
+        idx = np.arange(x.size).reshape(x.shape)
+        for axis, start, end, step in zip(axes, starts, ends, steps):
+            axis = self._axis(node, axis, len(x.shape))
+            idx = np.take(idx, self._slice_range(node, x.shape[axis], int(start), int(end), int(step)), axis=axis)
+        return self._pick(x, idx)
+
+    def op_Concat(self, node, attrs):
+        pool, idx = self._pool(node, [self.get(node, n) for n in node.input if n])
+        if "axis" not in attrs:
+            self.fail(node, "has no axis")
+        if len({i.ndim for i in idx}) != 1:
+            self.fail(node, f"inputs of different ranks {[list(i.shape) for i in idx]}")
+        try:
+            return self._pick(pool, np.concatenate(idx, axis=self._axis(node, attrs["axis"], idx[0].ndim)))
+        except ValueError:
+            self.fail(node, f"shapes {[list(i.shape) for i in idx]} do not concatenate")
+
+    def op_Split(self, node, attrs):
+        x = self.get(node, node.input[0])
+        axis = self._axis(node, attrs.get("axis", 0), len(x.shape))
+        dim = x.shape[axis]
+        sizes = self._ints(node, 1, "split")  # an input from opset 13 on, an attribute before
+        if sizes is None and "split" in attrs:
+            sizes = [int(s) for s in attrs["split"]]
+        if sizes is None:
+            n = int(attrs.get("num_outputs", len(node.output)))
+            if n <= 0 or ("num_outputs" not in attrs and dim % n):
+                self.fail(node, f"cannot split {dim} into {n} equal parts")
+            chunk = -(-dim // n)  # opset 18's num_outputs: the last part is the smaller one
+            sizes = [min(chunk, dim - k * chunk) for k in range(n)]
+        if len(sizes) != len(node.output) or any(s < 0 for s in sizes) or sum(sizes) != dim:
+            self.fail(node, f"split {sizes} does not fit dimension {dim} and {len(node.output)} outputs")
+        parts = np.split(np.arange(x.size).reshape(x.shape), np.cumsum(sizes)[:-1], axis=axis)
+        return [self._pick(x, p) for p in parts]
+
+    def op_Gather(self, node, attrs):
+        x = self.get(node, node.input[0])
+        if not isinstance(x, _Lin):
+            self.fail(node, "indices that depend on the network input are not supported")
+        ind = np.asarray(self.const(node, node.input[1], "the indices")).astype(np.int64)
+        axis = self._axis(node, attrs.get("axis", 0), len(x.shape))
+        dim = x.shape[axis]
+        if ind.size and (ind.min() < -dim or ind.max() >= dim):
+            self.fail(node, f"indices outside [-{dim}, {dim - 1}]")
+        idx = np.take(np.arange(x.size).reshape(x.shape), np.where(ind < 0, ind + dim, ind), axis=axis)
+        return self._pick(x, idx)
+
+    def op_Expand(self, node, attrs):
+        x = self.get(node, node.input[0])
+        if not isinstance(x, _Lin):
+            self.fail(node, "a shape that depends on the network input is not supported")
+        target = tuple(int(s) for s in np.asarray(self.const(node, node.input[1], "the shape")).ravel())
+        try:
+            shape = tuple(np.broadcast_shapes(x.shape, target))
+        except ValueError:
+            self.fail(node, f"shape {list(x.shape)} does not expand to {list(target)}")
+        return self._broadcast(node, x, shape)  # broadcasting a _Lin repeats its rows
+
+    def op_Where(self, node, attrs):
+        cond = np.asarray(self.const(node, node.input[0], "the condition")).astype(bool)
+        pool, (ia, ib) = self._pool(node, [self.get(node, n) for n in node.input[1:3]])
+        try:
+            return self._pick(pool, np.where(cond, ia, ib))
+        except ValueError:
+            self.fail(node, f"shapes {list(cond.shape)}, {list(ia.shape)} and {list(ib.shape)} do not broadcast")
+
+    def op_Pad(self, node, attrs):
+        x = self.get(node, node.input[0])
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode != "constant":
+            self.fail(node, f"mode {mode!r} is not supported (only 'constant')")
+        r = len(x.shape)
+        if self.opset < 11:  # Pad-2: attributes
+            pads, value, axes = attrs.get("pads"), float(attrs.get("value", 0.0)), None
+        else:
+            pads, axes = self._ints(node, 1, "pads"), self._ints(node, 3, "axes")
+            value = (float(np.asarray(self.const(node, node.input[2], "the constant value")).ravel()[0])
+                     if len(node.input) > 2 and node.input[2] else 0.0)
+        axes = list(range(r)) if axes is None else [self._axis(node, a, r) for a in axes]
+        if pads is None or len(pads) != 2 * len(axes):
+            self.fail(node, f"pads {pads} do not fit {len(axes)} axes")
+        before, after = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+        before[axes], after[axes] = pads[:len(axes)], pads[len(axes):]
+        pool, (idx, fill) = self._pool(node, [x, np.full(1, value)])  # the padding value: one constant row
+        grown = np.pad(idx, [(max(b, 0), max(e, 0)) for b, e in zip(before, after)], constant_values=int(fill[0]))
+        # negative pads remove elements
+        crop = tuple(slice(max(-b, 0), n - max(-e, 0)) for b, e, n in zip(before, after, grown.shape))
+        out = grown[crop]
+        if any(s <= 0 for s in out.shape) and x.size:
+            self.fail(node, f"pads {list(pads)} leave nothing of shape {list(x.shape)}")
+        return self._pick(pool, out)
+
+    # -- reductions --------------------------------------------------------------------------
+    def _reduce_windows(self, node, attrs, x: _Lin) -> tuple[np.ndarray, list[int]]:
+        """(the rows each output reduces, one row of ``windows`` per output; the output shape)."""
+        r = len(x.shape)
+        axes = self.axes_arg(node, attrs)  # an input from opset 13 (ReduceSum) / 18 (the others) on
+        if not axes:
+            if attrs.get("noop_with_empty_axes", 0):
+                return np.arange(x.size).reshape(-1, 1), list(x.shape)
+            axes = range(r)
+        axes = sorted({self._axis(node, a, r) for a in axes})
+        kept = [i for i in range(r) if i not in axes]
+        k = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+        if k == 0:
+            self.fail(node, f"reduces an empty dimension of shape {list(x.shape)}")
+        windows = np.arange(x.size).reshape(x.shape).transpose(kept + axes).reshape(-1, k)
+        keep = attrs.get("keepdims", 1)
+        shape = [1 if i in axes else s for i, s in enumerate(x.shape)] if keep else [x.shape[i] for i in kept]
+        return windows, shape
+
+    def op_ReduceSum(self, node, attrs, mean: bool = False):
+        x = self.get(node, node.input[0])
+        windows, shape = self._reduce_windows(node, attrs, x)
+        n, k = windows.shape
+        R = sp.csr_matrix((np.full(n * k, 1.0 / k if mean else 1.0), (np.repeat(np.arange(n), k), windows.ravel())),
+                          shape=(n, x.size))
+        return _Lin((R @ x.M).tocsr(), np.asarray(R @ x.c).ravel(), shape, x.seg)
+
+    def op_ReduceMean(self, node, attrs):
+        return self.op_ReduceSum(node, attrs, mean=True)
+
+    def op_ReduceMax(self, node, attrs):
+        x = self.get(node, node.input[0])
+        windows, shape = self._reduce_windows(node, attrs, x)
+        return self._max_tree(node, x, windows, shape)
+
+    def _max_tree(self, node, x: _Lin, windows: np.ndarray, shape) -> _Lin:
+        """The max over each row of ``windows`` (row numbers of ``x``, -1 for none), as a balanced
+        tree of pairwise maxima with one ReLU layer per level (the module docstring says why)."""
+        self.check_seg(node, x)
+        if windows.size and np.any((windows < 0).all(axis=1)):
+            self.fail(node, "a window holds no input element (it lies in the padding)")
+        # each window's members first, in their order (so that the IR does not depend on sorting)
+        slots = np.take_along_axis(windows, np.argsort(windows < 0, axis=1, kind="stable"), axis=1)
+        terms = x
+        while slots.shape[1] > 1:
+            a = slots[:, 0::2]
+            b = np.full(a.shape, -1, dtype=np.int64)
+            b[:, :slots.shape[1] // 2] = slots[:, 1::2]
+            keep = a >= 0  # members come first: b is a member only where a is
+            av, bv = a[keep], b[keep]
+            pair = bv >= 0
+            start = np.concatenate([[0], np.cumsum(np.where(pair, 3, 2))[:-1]]).astype(np.int64)
+            total = int(np.sum(np.where(pair, 3, 2)))
+            ps, ls = start[pair], start[~pair]
+            ap, bp, al = av[pair], bv[pair], av[~pair]
+            ones_p, ones_l = np.ones(ps.size), np.ones(ls.size)
+            # close the segment: rows [b - a, a, -a] per pair, [a, -a] for an odd one out
+            S = sp.csr_matrix((np.concatenate([ones_p, -ones_p, ones_p, -ones_p, ones_l, -ones_l]),
+                               (np.concatenate([ps, ps, ps + 1, ps + 2, ls, ls + 1]),
+                                np.concatenate([bp, ap, ap, ap, al, al]))), shape=(total, terms.size))
+            self.close(_Lin((S @ terms.M).tocsr(), np.asarray(S @ terms.c).ravel(), (total,), terms.seg))
+            # ... and recombine after the ReLUs: relu(b - a) + relu(a) - relu(-a) = max(a, b), and
+            # relu(a) - relu(-a) = a
+            t = np.arange(av.size)
+            R = sp.csr_matrix((np.concatenate([ones_p, ones_p, -ones_p, ones_l, -ones_l]),
+                               (np.concatenate([t[pair], t[pair], t[pair], t[~pair], t[~pair]]),
+                                np.concatenate([ps, ps + 1, ps + 2, ls, ls + 1]))), shape=(av.size, total))
+            terms = _Lin(R, np.zeros(av.size), (av.size,), self.seg)
+            slots = np.full(a.shape, -1, dtype=np.int64)
+            slots[keep] = t
+        return terms.rows(slots[:, 0], shape)
+
     # -- matrix products -------------------------------------------------------------------
     def _matmul(self, node, a, b):
         if isinstance(a, _Lin) and isinstance(b, _Lin):
-            self.fail(node, "multiplies two tensors that both depend on the input (not piecewise linear)")
+            self.nonlinear(node, "multiplies two tensors that both depend on the network input")
         if isinstance(a, _Lin):
             return self._lin_times_const(node, a, np.asarray(b, dtype=np.float64))
         return self._const_times_lin(node, np.asarray(a, dtype=np.float64), b)
@@ -628,43 +901,89 @@ class _Importer:
             return v.rows(idx, v.shape[::-1])
         return np.asarray(v).T
 
-    # -- convolution -----------------------------------------------------------------------
+    # -- convolution and pooling ---------------------------------------------------------------
+    def _geometry(self, node, attrs, x_shape, kernel):
+        """A 1-D (``[1, C, L]``) or 2-D (``[1, C, H, W]``) window op as 2-D (1-D is 2-D with H = 1):
+        ((H, W), kernel, strides, dilations, pads ``[top, left, bottom, right]``)."""
+        nd = len(x_shape) - 2
+        if nd not in (1, 2):
+            self.fail(node, f"only 1-D and 2-D inputs [1, C, L] / [1, C, H, W] are supported, input "
+                            f"{list(x_shape)}")
+        if x_shape[0] != 1:
+            self.fail(node, f"batch dimension must be 1, input {list(x_shape)}")
+        kernel = [int(k) for k in kernel]
+        strides = [int(s) for s in attrs.get("strides", [1] * nd)]
+        dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
+        if not len(kernel) == len(strides) == len(dil) == nd:
+            self.fail(node, f"kernel {kernel}, strides {strides} and dilations {dil} do not fit a {nd}-D input")
+        size = [int(s) for s in x_shape[2:]]
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("NOTSET", ""):
+            pads = [int(p) for p in attrs.get("pads", [0] * (2 * nd))]
+            if len(pads) != 2 * nd:
+                self.fail(node, f"pads {pads} do not fit a {nd}-D input")
+        elif auto == "VALID":
+            pads = [0] * (2 * nd)
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0] * (2 * nd)
+            for i in range(nd):
+                total = max((math.ceil(size[i] / strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1
+                            - size[i], 0)
+                small, big = total // 2, total - total // 2
+                pads[i], pads[i + nd] = (small, big) if auto == "SAME_UPPER" else (big, small)
+        else:
+            self.fail(node, f"auto_pad {auto!r} is not supported")
+        if nd == 1:
+            size, kernel, strides, dil = [1] + size, [1] + kernel, [1] + strides, [1] + dil
+            pads = [0, pads[0], 0, pads[1]]
+        return tuple(size), kernel, strides, dil, pads
+
     def op_Conv(self, node, attrs):
         x = self.get(node, node.input[0])
         W = np.asarray(self.const(node, node.input[1], "the weight"), dtype=np.float64)
-        if len(x.shape) != 4 or W.ndim != 4:
-            self.fail(node, f"only 2-D convolutions on [1, C, H, W] are supported, input {list(x.shape)}")
-        if x.shape[0] != 1:
-            self.fail(node, f"batch dimension must be 1, input {list(x.shape)}")
+        if len(x.shape) not in (3, 4) or W.ndim != len(x.shape):
+            self.fail(node, f"only 1-D and 2-D convolutions on [1, C, L] / [1, C, H, W] are supported, input "
+                            f"{list(x.shape)}, weight {list(W.shape)}")
         bias = (np.asarray(self.const(node, node.input[2], "the bias"), dtype=np.float64).ravel()
                 if len(node.input) > 2 and node.input[2] else np.zeros(W.shape[0]))
         group = int(attrs.get("group", 1))
-        strides = list(attrs.get("strides", [1, 1]))
-        dil = list(attrs.get("dilations", [1, 1]))
         kshape = list(attrs.get("kernel_shape", W.shape[2:]))
         if kshape != list(W.shape[2:]):
             self.fail(node, f"kernel_shape {kshape} does not match the weight {list(W.shape)}")
         if x.shape[1] != W.shape[1] * group:
             self.fail(node, f"weight {list(W.shape)} with group {group} does not fit input {list(x.shape)}")
-        auto = attrs.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-        H, Wd = x.shape[2:]
-        if auto in ("NOTSET", ""):
-            pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        elif auto == "VALID":
-            pads = [0, 0, 0, 0]
-        elif auto in ("SAME_UPPER", "SAME_LOWER"):
-            pads = [0, 0, 0, 0]
-            for i, size in enumerate((H, Wd)):
-                total = max((math.ceil(size / strides[i]) - 1) * strides[i] + (kshape[i] - 1) * dil[i] + 1 - size, 0)
-                small, big = total // 2, total - total // 2
-                pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
-        else:
-            self.fail(node, f"auto_pad {auto!r} is not supported")
-        Wc, out_shape = conv_matrix(W, x.shape[1:], strides, pads, dil, group)
+        size, kernel, strides, dil, pads = self._geometry(node, attrs, x.shape, kshape)
+        Wc, out_shape = conv_matrix(W.reshape(W.shape[:2] + tuple(kernel)), (x.shape[1],) + size, strides, pads,
+                                    dil, group)
         c = np.asarray(Wc @ x.c).ravel() + np.repeat(bias, out_shape[1] * out_shape[2])
-        return _Lin((Wc @ x.M).tocsr(), c, (1,) + out_shape, x.seg)
+        shape = out_shape if len(x.shape) == 4 else (out_shape[0], out_shape[2])
+        return _Lin((Wc @ x.M).tocsr(), c, (1,) + tuple(shape), x.seg)
 
+    def op_MaxPool(self, node, attrs):
+        x = self.get(node, node.input[0])
+        if len(node.output) > 1 and node.output[1]:
+            self.fail(node, "the Indices output is not supported")
+        if attrs.get("ceil_mode", 0):
+            self.fail(node, "ceil_mode=1 is not supported")
+        if "kernel_shape" not in attrs:
+            self.fail(node, "has no kernel_shape")
+        (H, W), (kH, kW), (sh, sw), (dh, dw), (top, left, bottom, right) = self._geometry(
+            node, attrs, x.shape, attrs["kernel_shape"])
+        C = x.shape[1]
+        Ho = (H + top + bottom - dh * (kH - 1) - 1) // sh + 1
+        Wo = (W + left + right - dw * (kW - 1) - 1) // sw + 1
+        if Ho <= 0 or Wo <= 0:
+            self.fail(node, f"kernel {kH}x{kW} does not fit the padded {H}x{W} input")
+        # the taps of window (oh, ow): input (oh*sh - top + kh*dh, ow*sw - left + kw*dw); taps in the
+        # padding are left out (MaxPool pads with -inf)
+        ih = (np.arange(Ho)[:, None] * sh - top + np.arange(kH)[None, :] * dh)[:, None, :, None]
+        iw = (np.arange(Wo)[:, None] * sw - left + np.arange(kW)[None, :] * dw)[None, :, None, :]
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # (Ho, Wo, kH, kW)
+        taps = np.where(inside, ih * W + iw, -1).reshape(1, Ho * Wo, kH * kW)
+        windows = np.where(taps >= 0, taps + (np.arange(C) * (H * W))[:, None, None], -1).reshape(C * Ho * Wo, -1)
+        shape = (1, C, Ho, Wo) if len(x.shape) == 4 else (1, C, Wo)
+        return self._max_tree(node, x, windows, shape)
 
 SUPPORTED_OPS = {name[3:] for name in dir(_Importer) if name.startswith("op_")}
 

@@ -537,9 +537,10 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
 
 def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "disjunction",
                    tol: float = 1e-6, seed: int = 0, stages=STAGES) -> InstanceResult:
-    """Decide one instance; input errors raise HamverifyError (one line).  ``stages``: the
-    cascade's optional stages (``hamverify.cascade.STAGES``, default all)."""
-    from .onnx_io import import_onnx, load_onnx_proto
+    """Decide one instance; input errors raise HamverifyError (one line), a network that is not
+    piecewise linear (``onnx_io.NonLinearModel``) is ``unknown``.  ``stages``: the cascade's
+    optional stages (``hamverify.cascade.STAGES``, default all)."""
+    from .onnx_io import NonLinearModel, import_onnx, load_onnx_proto
     if mode not in MODES:
         raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     if not timeout > 0:
@@ -547,7 +548,10 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
     t0 = time.monotonic()
     deadline = t0 + float(timeout)
     proto, label = load_onnx_proto(onnx_path)
-    imported = import_onnx(proto, label=label)
+    try:
+        imported = import_onnx(proto, label=label)
+    except NonLinearModel as exc:  # a network this verifier cannot decide, not a broken input
+        return InstanceResult("unknown", time.monotonic() - t0, reason=str(exc))
     spec = parse_vnnlib(vnnlib_path)
     return decide(imported, proto, spec, deadline, mode=mode, tol=tol, seed=seed, t0=t0, stages=stages)
 

@@ -1,0 +1,384 @@
+"""The importer's row-selection, reduction and piecewise-linear ops (issue 17, item 3): every op on
+hand-built graphs against onnxruntime, MaxPool's ReLU encoding under the bounds and the MILP
+(``solve_instance`` verdicts known by construction), and networks that are not piecewise linear
+answering ``unknown``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from hamverify import HamverifyError  # noqa: E402
+from hamverify.bounds import output_bounds, symbolic_bounds, unstable_counts  # noqa: E402
+from hamverify.onnx_io import NonLinearModel, import_onnx, onnx_run, onnx_session  # noqa: E402
+from hamverify.vnncomp import solve_instance  # noqa: E402
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _graph(nodes, inits, in_dims, opset, elem, out="y"):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", elem, in_dims)],
+        [helper.make_tensor_value_info(out, elem, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 8
+    return proto
+
+
+def build(nodes, inits, in_dims, opset=13, double=False, head=True, seed=0):
+    """``nodes`` map ``x`` to ``h``; with ``head``, ``h`` goes on through Reshape [1, -1], Relu and a
+    random MatMul + Add to 3 outputs (so that the op's output feeds one more affine map)."""
+    elem, dtype = (TensorProto.DOUBLE, np.float64) if double else (TensorProto.FLOAT, np.float32)
+    inits = {k: (v.astype(dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in inits.items()}
+    if not head:
+        return _graph(nodes + [helper.make_node("Identity", ["h"], ["y"], name="out")], inits, in_dims, opset, elem)
+    nodes = nodes + [helper.make_node("Reshape", ["h", "head_shape"], ["hf"], name="head_flat")]
+    inits = {**inits, "head_shape": np.array([1, -1], np.int64)}
+    probe = _graph(nodes, inits, in_dims, opset, elem, out="hf")
+    n = onnx_run(onnx_session(probe), np.zeros([d if isinstance(d, int) else 1 for d in in_dims])).size
+    rng = np.random.default_rng(seed + 100)
+    nodes = nodes + [helper.make_node("Relu", ["hf"], ["hr"], name="head_relu"),
+                     helper.make_node("MatMul", ["hr", "head_W"], ["hm"], name="head_mm"),
+                     helper.make_node("Add", ["hm", "head_b"], ["y"], name="head_add")]
+    inits = {**inits, "head_W": (rng.standard_normal((n, 3)) * 0.5).astype(dtype),
+             "head_b": (rng.standard_normal(3) * 0.5).astype(dtype)}
+    return _graph(nodes, inits, in_dims, opset, elem)
+
+
+def check(proto, n=16, seed=0, tol=1e-5):
+    """The IR (float64) against onnxruntime on ``n`` random inputs in [-1, 1]: max abs difference."""
+    imported = import_onnx(proto)
+    session = onnx_session(proto)
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(n):
+        x = rng.uniform(-1, 1, imported.input_dims)
+        ort = onnx_run(session, x).ravel().astype(np.float64)
+        x_fed = x.astype(np.float64 if imported.input_dtype == "float64" else np.float32).astype(np.float64)
+        ir = imported.net.forward(x_fed.reshape(1, -1))[0]
+        assert ir.shape == ort.shape
+        worst = max(worst, float(np.abs(ir - ort).max()))
+    assert worst < tol, worst
+    return imported
+
+
+def w(rng, *shape, scale=0.5):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def conv(name, x, out, weight, **kw):
+    return helper.make_node("Conv", [x, weight], [out], name=name, **kw)
+
+
+# ------------------------------------------------------------------------------------ row selections
+
+SLICES = [  # (starts, ends, axes, steps): on [1, 3, 6, 5]
+    ([1, -1, 0], [3, -7, 5], [1, -1, 2], [1, -2, 2]),  # negative axis, negative end and step, step 2
+    ([0, 1], [INT64_MAX, 3], None, None),  # default axes and steps, "to the end"
+    ([100], [-100], [2], [-1]),  # reversed: both ends clamped
+    ([-2, 4], [-100, 0], [-3, 3], [-3, -1]),  # negative start with step -3
+    ([-100], [-100], [2], [-1]),  # ONNX clamps a start before the beginning to 0 (Python: empty)
+]
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", SLICES)
+def test_slice_opset13_inputs(starts, ends, axes, steps):
+    rng = np.random.default_rng(0)
+    inits = {"st": np.array(starts, np.int64), "en": np.array(ends, np.int64), "cw": w(rng, 3, 3, 1, 1)}
+    ins = ["c", "st", "en"] + (["ax"] if axes is not None else ([""] if steps is not None else []))
+    if axes is not None:
+        inits["ax"] = np.array(axes, np.int64)
+    if steps is not None:
+        ins.append("sp")
+        inits["sp"] = np.array(steps, np.int64)
+    nodes = [conv("conv", "x", "c", "cw"), helper.make_node("Slice", ins, ["h"], name="slice")]
+    check(build(nodes, inits, [1, 3, 6, 5]))
+
+
+def test_slice_opset9_attributes_and_double():
+    nodes = [helper.make_node("Slice", ["x"], ["h"], name="slice", starts=[0, 1, -3], ends=[1, 4, 100],
+                              axes=[0, 3, 2])]
+    check(build(nodes, {}, [1, 2, 5, 6], opset=9, head=False, double=True), tol=1e-12)
+    check(build(nodes, {}, [1, 2, 5, 6], opset=9))
+
+
+def test_concat_of_input_conv_and_constant():
+    rng = np.random.default_rng(1)
+    nodes = [conv("conv", "x", "c", "cw", pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["c", "K", "x"], ["k1"], name="cat_channels", axis=-3),
+             helper.make_node("Concat", ["K2", "k1"], ["h"], name="cat_width", axis=3)]
+    check(build(nodes, {"cw": w(rng, 3, 2, 3, 3), "K": w(rng, 1, 2, 4, 4), "K2": w(rng, 1, 7, 4, 2)},
+                [1, 2, 4, 4]))
+
+
+@pytest.mark.parametrize("opset,how", [(13, "input"), (11, "attribute"), (18, "num_outputs")])
+def test_split(opset, how):
+    rng = np.random.default_rng(2)
+    inits = {"cw": w(rng, 6, 2, 1, 1)}
+    if how == "input":
+        inits["sp"] = np.array([1, 2, 3], np.int64)
+        split = helper.make_node("Split", ["c", "sp"], ["s0", "s1", "s2"], name="split", axis=1)
+        axis = 1
+    elif how == "attribute":
+        split = helper.make_node("Split", ["c"], ["s0", "s1", "s2"], name="split", axis=-3, split=[3, 1, 2])
+        axis = 1
+    else:  # 5 = 2 + 2 + 1
+        split = helper.make_node("Split", ["c"], ["s0", "s1", "s2"], name="split", axis=-1, num_outputs=3)
+        axis = 3
+    nodes = [conv("conv", "x", "c", "cw"), split,
+             helper.make_node("Concat", ["s2", "s0", "s1"], ["h"], name="cat", axis=axis)]
+    check(build(nodes, inits, [1, 2, 4, 5], opset=opset))
+
+
+def test_gather_any_axis_negative_and_scalar_indices():
+    rng = np.random.default_rng(3)
+    nodes = [conv("conv", "x", "c", "cw"),
+             helper.make_node("Gather", ["c", "i1"], ["g1"], name="g1", axis=1),  # [1, 4, 4, 5]
+             helper.make_node("Gather", ["g1", "i2"], ["g2"], name="g2", axis=2),  # [1, 4, 2, 2, 5]
+             helper.make_node("Gather", ["g2", "i3"], ["h"], name="g3", axis=-1)]  # [1, 4, 2, 2]
+    check(build(nodes, {"cw": w(rng, 3, 2, 1, 1), "i1": np.array([2, -1, 0, 0], np.int64),
+                        "i2": np.array([[0, 3], [-1, 1]], np.int64), "i3": np.array(-2, np.int64)},
+                [1, 2, 4, 5]))
+
+
+@pytest.mark.parametrize("shape", [[2, 1, 5, 1], [5, 4], [1]])
+def test_expand(shape):
+    nodes = [helper.make_node("Expand", ["x", "shp"], ["h"], name="expand")]
+    check(build(nodes, {"shp": np.array(shape, np.int64)}, [1, 3, 1, 4]))
+
+
+def test_where_with_constant_condition():
+    rng = np.random.default_rng(4)
+    nodes = [conv("conv", "x", "c", "cw", pads=[1, 1, 1, 1]),
+             conv("conv2", "x", "c2", "cw2", pads=[1, 1, 1, 1]),
+             helper.make_node("Where", ["cond1", "c", "K"], ["w1"], name="where_lin_const"),
+             helper.make_node("Where", ["cond2", "quarter", "x"], ["w2"], name="where_const_lin"),  # broadcast
+             helper.make_node("Where", ["cond1", "c", "c2"], ["w3"], name="where_lin_lin"),
+             helper.make_node("Concat", ["w1", "w2", "w3"], ["h"], name="cat", axis=1)]
+    check(build(nodes, {"cw": w(rng, 3, 2, 3, 3), "cw2": w(rng, 3, 2, 3, 3), "K": w(rng, 1, 3, 4, 4),
+                        "quarter": np.array(0.25, np.float32), "cond1": rng.random((1, 3, 4, 4)) < 0.5,
+                        "cond2": np.array([[True], [False], [True], [False]])}, [1, 2, 4, 4]))
+
+
+def test_pad_constant_value_input_negative_and_axes():
+    rng = np.random.default_rng(5)
+    # begins [0, 0, 1, -1], ends [0, 1, 2, 0]: [1, 2, 4, 4] -> [1, 3, 7, 3], filled with 0.7
+    nodes = [conv("conv", "x", "c", "cw"),
+             helper.make_node("Pad", ["c", "pads", "val"], ["h"], name="pad")]
+    check(build(nodes, {"cw": w(rng, 2, 2, 1, 1), "pads": np.array([0, 0, 1, -1, 0, 1, 2, 0], np.int64),
+                        "val": np.array(0.7, np.float32)}, [1, 2, 4, 4]))
+    nodes = [helper.make_node("Pad", ["x", "pads", "val", "axes"], ["p"], name="pad18"),
+             conv("conv", "p", "h", "cw", strides=[2, 2])]
+    check(build(nodes, {"cw": w(rng, 2, 2, 3, 3), "pads": np.array([1, 0, 2, 1], np.int64),
+                        "val": np.array(-0.3, np.float32), "axes": np.array([-1, 2], np.int64)},
+                [1, 2, 4, 4], opset=18))
+
+
+def test_pad_opset10_attributes_before_conv():
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Pad", ["x"], ["p"], name="pad", pads=[0, 0, 2, 1, 0, 0, 1, 0], value=-0.3),
+             conv("conv", "p", "h", "cw")]
+    check(build(nodes, {"cw": w(rng, 3, 2, 3, 3)}, [1, 2, 4, 4], opset=10))
+
+
+@pytest.mark.parametrize("op,opset,axes,keep,as_input", [
+    ("ReduceSum", 13, [-1, 1], 0, True), ("ReduceSum", 11, [2], 1, False), ("ReduceSum", 13, None, 0, False),
+    ("ReduceMean", 13, [2], 1, False), ("ReduceMean", 18, [1, 3], 0, True), ("ReduceMean", 11, None, 1, False),
+])
+def test_reduce_sum_mean(op, opset, axes, keep, as_input):
+    rng = np.random.default_rng(7)
+    inits = {"cw": w(rng, 3, 2, 2, 2)}
+    kw = {"keepdims": keep}
+    ins = ["c"]
+    if axes is not None and as_input:
+        ins.append("axes")
+        inits["axes"] = np.array(axes, np.int64)
+    elif axes is not None:
+        kw["axes"] = axes
+    nodes = [conv("conv", "x", "c", "cw"), helper.make_node(op, ins, ["h"], name="reduce", **kw)]
+    check(build(nodes, inits, [1, 2, 5, 6], opset=opset))
+
+
+def test_conv_1d():
+    rng = np.random.default_rng(8)
+    nodes = [conv("conv1", "x", "a", "w1", strides=[2], pads=[1, 2], dilations=[2], kernel_shape=[3]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             conv("conv2", "r", "h", "w2", auto_pad="SAME_UPPER", group=2)]
+    imported = check(build(nodes, {"w1": w(rng, 4, 2, 3), "w2": w(rng, 4, 2, 2)}, [1, 2, 11]))
+    assert imported.net.input_shape == (2, 11) and len(imported.net.affines) == 3
+
+
+def test_neg_sub_div_by_constants():
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("Sub", ["K", "x"], ["a"], name="const_minus_x"),
+             helper.make_node("Div", ["a", "D"], ["b"], name="div"),
+             helper.make_node("Neg", ["b"], ["h"], name="neg")]
+    check(build(nodes, {"K": w(rng, 1, 5), "D": w(rng, 5) + 2}, [1, 5]))
+
+
+# ---------------------------------------------------------------------------------------------- max
+
+MAXPOOLS = [  # (input dims, attributes, after a Relu)
+    ([1, 2, 7, 7], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), False),  # odd window, padded
+    ([1, 2, 5, 5], dict(kernel_shape=[2, 2]), True),  # overlapping (stride 1)
+    ([1, 2, 6, 7], dict(kernel_shape=[2, 3], strides=[1, 2], dilations=[2, 1], pads=[0, 1, 1, 1]), False),
+    ([1, 1, 7, 4], dict(kernel_shape=[5, 1], strides=[2, 1]), False),  # 5 -> 3 -> 2 -> 1: leftovers at two levels
+    ([1, 2, 5, 6], dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"), False),
+    ([1, 2, 9], dict(kernel_shape=[3], strides=[2], pads=[1, 1]), False),  # 1-D
+]
+
+
+def maxpool_model(in_dims, attrs, after_relu, seed=0):
+    rng = np.random.default_rng(seed)
+    weight = w(rng, in_dims[1], in_dims[1], *([3] * (len(in_dims) - 2)), scale=0.7)
+    pads = [1] * (2 * (len(in_dims) - 2))
+    nodes = [conv("conv", "x", "c", "cw", pads=pads)]
+    if after_relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["c_r"], name="relu"))
+    nodes.append(helper.make_node("MaxPool", ["c_r" if after_relu else "c"], ["h"], name="pool", **attrs))
+    return build(nodes, {"cw": weight}, in_dims, seed=seed)
+
+
+@pytest.mark.parametrize("in_dims,attrs,after_relu", MAXPOOLS)
+def test_maxpool(in_dims, attrs, after_relu):
+    imported = check(maxpool_model(in_dims, attrs, after_relu))
+    window = int(np.prod(attrs["kernel_shape"]))
+    levels = int(np.ceil(np.log2(window)))
+    assert len(imported.net.affines) == 1 + after_relu + levels + 1  # conv [, relu], tree levels, head
+
+
+def test_maxpool_directly_on_input_and_reduce_max():
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMax", ["p"], ["h"], name="rmax", axes=[1, -1], keepdims=1)]
+    check(build(nodes, {}, [1, 3, 5, 5], opset=13))
+    nodes = [helper.make_node("ReduceMax", ["x"], ["h"], name="rmax", keepdims=0)]  # global, 60 values
+    imported = check(build(nodes, {}, [1, 3, 4, 5], opset=13, head=False))
+    assert len(imported.net.affines) == 1 + 6
+
+
+def test_maxpool_bounds_contain_samples_and_stable_max():
+    proto = maxpool_model([1, 2, 7, 7], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), False)
+    net = import_onnx(proto).net
+    rng = np.random.default_rng(10)
+    centre = rng.uniform(-0.5, 0.5, net.input_size)
+    lo, hi = centre - 0.1, centre + 0.1
+    bounds = symbolic_bounds(net, lo, hi)
+    out = output_bounds(net, lo, hi, bounds)
+    x = rng.uniform(lo, hi, (400, net.input_size))
+    x[:8] = np.where(rng.random((8, net.input_size)) < 0.5, lo, hi)  # corners
+    for b, pre in zip(bounds, net.preactivations(x)):
+        assert np.all(pre >= b.lower - 1e-9) and np.all(pre <= b.upper + 1e-9)
+    y = net.forward(x)
+    assert np.all(y >= out.lower - 1e-9) and np.all(y <= out.upper + 1e-9)
+    # max(x0, x1) with x0 in [0.8, 1] dominating x1 in [0, 0.5]: every ReLU of the encoding is
+    # stable and the bounds are exact
+    pair = import_onnx(build([helper.make_node("MaxPool", ["x"], ["h"], name="pool", kernel_shape=[1, 2])], {},
+                             [1, 1, 1, 2], head=False)).net
+    lo, hi = np.array([0.8, 0.0]), np.array([1.0, 0.5])
+    bounds = symbolic_bounds(pair, lo, hi)
+    assert unstable_counts(bounds) == [0]
+    out = output_bounds(pair, lo, hi, bounds)
+    np.testing.assert_allclose([out.lower[0], out.upper[0]], [0.8, 1.0], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- verdicts (MILP)
+
+def write_spec(path, lo, hi, n_out, output: str):
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(lo))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        lines += [f"(assert (>= X_{i} {float(a)!r}))", f"(assert (<= X_{i} {float(b)!r}))"]
+    path.write_text("\n".join(lines) + "\n" + output + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def max_minus_mean(tmp_path_factory):
+    """y0 = max(x), y1 = mean(x) - 0.05 over four inputs in [0, 1]: y0 - y1 = max - mean + 0.05
+    takes every value in [0.05, 0.8] (the largest at a one-hot x)."""
+    # The mean goes through the pool as a second channel (max of four copies of it): a branch
+    # around the pool would be a skip connection across its ReLU layers.
+    nodes = [helper.make_node("ReduceMean", ["x"], ["a"], name="mean", axes=[2, 3], keepdims=1),
+             helper.make_node("Expand", ["a", "full"], ["a4"], name="spread"),
+             helper.make_node("Concat", ["x", "a4"], ["c"], name="cat", axis=1),
+             helper.make_node("MaxPool", ["c"], ["m"], name="pool", kernel_shape=[2, 2]),
+             helper.make_node("Reshape", ["m", "shp"], ["m1"], name="flat"),
+             helper.make_node("Add", ["m1", "b"], ["h"], name="shift")]
+    proto = build(nodes, {"full": np.array([1, 1, 2, 2], np.int64), "shp": np.array([1, 2], np.int64),
+                          "b": np.array([0.0, -0.05], np.float32)}, [1, 1, 2, 2], head=False)
+    root = tmp_path_factory.mktemp("maxpool")
+    path = root / "max_minus_mean.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return root, path
+
+
+@pytest.mark.parametrize("stages", [("attack", "alpha", "bab", "milp"), ("milp",)])
+def test_maxpool_verdicts(max_minus_mean, stages):
+    root, net_path = max_minus_mean
+    lo, hi = np.zeros(4), np.ones(4)
+    sat = write_spec(root / "sat.vnnlib", lo, hi, 2, "(assert (>= Y_0 (+ Y_1 0.45)))")  # max - mean >= 0.4
+    unsat = write_spec(root / "unsat.vnnlib", lo, hi, 2, "(assert (>= Y_0 (+ Y_1 0.85)))")  # max - mean >= 0.8
+    res = solve_instance(net_path, sat, 20, stages=stages)
+    assert res.result == "sat", res.reason
+    x = res.x
+    assert np.all((x >= lo) & (x <= hi))
+    assert x.max() - x.mean() >= 0.4 - 1e-6  # checked on the function itself, not on the IR
+    np.testing.assert_allclose(res.y, [x.max(), x.mean() - 0.05], atol=1e-6)
+    if stages == ("milp",):
+        assert res.decided_by == "milp"  # the solver's point, validated
+    res = solve_instance(net_path, unsat, 20, stages=stages)
+    assert res.result == "unsat", res.reason
+    assert res.decided_by in ("bounds", "milp")  # today the symbolic bounds leave it to the MILP
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+@pytest.mark.parametrize("nodes,inits,in_dims,words", [
+    ([helper.make_node("MaxPool", ["x"], ["h"], name="pool9", kernel_shape=[2, 2], ceil_mode=1)], {},
+     [1, 1, 5, 5], ["pool9", "MaxPool", "ceil_mode"]),
+    ([helper.make_node("MaxPool", ["x"], ["h", "ind"], name="pool8", kernel_shape=[2, 2])], {},
+     [1, 1, 4, 4], ["pool8", "Indices"]),
+    ([helper.make_node("Pad", ["x", "pads"], ["h"], name="pad3", mode="reflect")],
+     {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, [1, 1, 4, 4], ["pad3", "Pad", "reflect"]),
+    ([helper.make_node("Gather", ["x", "i"], ["h"], name="gat", axis=1)], {"i": np.array([4], np.int64)},
+     [1, 4], ["gat", "Gather", "indices"]),
+])
+def test_unsupported_variants_are_one_line_errors(nodes, inits, in_dims, words):
+    with pytest.raises(HamverifyError) as exc:
+        import_onnx(build(nodes, inits, in_dims, head=False))
+    assert not isinstance(exc.value, NonLinearModel)
+    assert all(word in one_line(exc) for word in words), one_line(exc)
+
+
+@pytest.mark.parametrize("op,extra", [
+    ("Sigmoid", []), ("Tanh", []), ("Softmax", []), ("Exp", []), ("Log", []), ("Pow", ["two"]), ("Mul", ["x"]),
+    ("MatMul", ["xt"]), ("Div", ["x"])])
+def test_not_piecewise_linear_raises_nonlinear_model(op, extra):
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="t", perm=[1, 0])] if "xt" in extra else []
+    nodes.append(helper.make_node(op, ["x"] + extra, ["h"], name="act3"))
+    with pytest.raises(NonLinearModel) as exc:
+        import_onnx(build(nodes, {"two": np.array(2.0, np.float32)}, [1, 4], head=False))
+    assert op in one_line(exc) and "act3" in one_line(exc) and "piecewise linear" in one_line(exc)
+
+
+def test_sigmoid_network_is_unknown_in_solve_instance(tmp_path):
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["a"], name="fc"),
+             helper.make_node("Sigmoid", ["a"], ["h"], name="sig1")]
+    path = tmp_path / "sig.onnx"
+    path.write_bytes(build(nodes, {"W": w(rng, 4, 5)}, [1, 4]).SerializeToString())
+    spec = write_spec(tmp_path / "s.vnnlib", np.zeros(4), np.ones(4), 3, "(assert (>= Y_0 Y_1))")
+    res = solve_instance(path, spec, 10)
+    assert res.result == "unknown" and "Sigmoid" in res.reason and "sig1" in res.reason
+    assert res.vnncomp_text() == "unknown\n"
