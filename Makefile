@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DEMO_COUNT ?= 100
 DEMO_FLAGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup attacks demo test clean
 
 setup: $(VENV)/.installed
 
@@ -20,11 +20,20 @@ setup: $(VENV)/.installed
 # project's own install cannot move torch to another version.
 TORCH_PIN ?= torch==2.13.0
 
+# AutoAttack (`hamverify attack --attack autoattack`) runs through torchattacks, installed without
+# its declared dependencies: it asks for torchvision and requests but imports neither, and pip would
+# replace the CPU torch with a CUDA build to satisfy torchvision.  The install path (so CI) has it.
+TORCHATTACKS_PIN ?= torchattacks==3.5.1
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q '$(TORCH_PIN)'
 	$(BIN)/pip install -q -e '.[test]' '$(TORCH_PIN)'
+	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)'
 	touch $@
+
+attacks: setup
+	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)'
 
 demo: setup
 	$(BIN)/hamverify verify --eps 8/255 --workers 2 --count $(DEMO_COUNT) $(DEMO_FLAGS)

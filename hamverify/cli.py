@@ -599,5 +599,103 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
         click.echo(f"{res.result}: {res.reason}", err=True)
 
 
+
+@main.command("attack")
+@click.option("--model", "model_path", required=True, type=click.Path(),
+              help="Checkpoint (.pt) or ONNX (.onnx, inputs in [0,1]; needs --dataset and --eps).")
+@click.option("--attack", "attack", default="autoattack", show_default=True,
+              help="autoattack (torchattacks' standard AutoAttack), pgd (l_inf) or pgd-l2.")
+@click.option("--norm", default=None, help="linf or l2 (default: l2 for pgd-l2, else linf).")
+@click.option("--eps", default=None, help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps).")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random starts.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="pgd / pgd-l2: steps per restart (20); autoattack: iterations of APGD-CE, APGD-T and FAB-T "
+                   "(default torchattacks' 10; the reference AutoAttack uses 100).")
+@click.option("--restarts", type=click.IntRange(min=1), default=None, help="pgd / pgd-l2 only: restarts (10).")
+@click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--out", type=click.Path(), default=None,
+              help="JSON file of the result and per-input robust flags "
+                   "(default results/attack_<model>_<dataset>_<split>_<attack>_<norm>_eps<eps>.json).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_download_option
+@one_line_errors
+def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, steps, restarts, dataset, split,
+               data_dir, out, quiet, download):
+    """Empirical robust accuracy under AutoAttack or PGD (l_inf or l_2) over a data set slice."""
+    from .config import check_writable
+    from .curves import check_attack, default_attack_path, parse_radius, run_attack, write_json
+    norm = (norm or ("l2" if attack == "pgd-l2" else "linf")).lower()
+    check_attack(attack, norm)
+    radius = None if eps is None else parse_radius(eps, norm)
+    if not pathlib.Path(model_path).expanduser().is_file():
+        raise HamverifyError(f"model not found: {model_path}")
+    if out:
+        check_writable(pathlib.Path(out).expanduser(), "results file (--out)")
+    log = None if quiet else (lambda m: click.echo(m, err=True))
+    result = run_attack(model_path, attack=attack, norm=norm, eps=radius, dataset=dataset, split=split, start=start,
+                        count=count, batch_size=batch_size, seed=seed, steps=steps, restarts=restarts,
+                        data_dir=data_dir, download=download, log=log)
+    path = pathlib.Path(out).expanduser() if out else default_attack_path(
+        model_path, result["dataset"], split, attack, norm, result["eps"])
+    write_json(result, path)
+    click.echo(f"{result['dataset']} {split}[{start}:{start + result['count']}]  {norm} eps {result['eps']:.6g}  "
+               f"clean {result['clean_accuracy']:.2%}  robust {result['robust_accuracy']:.2%}  "
+               f"({result['description']}, {result['wall_time']:.1f} s) -> {path}")
+
+
+@main.command("curves")
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(),
+              help="Checkpoint (.pt) or ONNX (needs --dataset); repeat for one curve per model.")
+@click.option("--norm", default="linf", show_default=True, help="linf (PGD) or l2 (l_2 PGD).")
+@click.option("--eps", "radii", required=True, help="Comma-separated radii, e.g. 0,0.02,0.04,0.06.")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random starts.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="PGD steps per restart.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="PGD restarts.")
+@click.option("--dataset", default=None, help="Default: each checkpoint's dataset.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--out", type=click.Path(), default=None,
+              help="JSON file of the curves (default results/curves_<models>_<norm>.json).")
+@click.option("--plot", type=click.Path(), default=None, help="Also draw the curves (.png; needs matplotlib).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_download_option
+@one_line_errors
+def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, restarts, dataset, split, data_dir,
+               out, plot, quiet, download):
+    """Robustness curves (the paper's Figure 2): PGD robust accuracy against eps, one curve per model."""
+    from .config import check_writable
+    from .curves import NORMS, default_curves_path, format_curves, parse_radii, plot_curves, run_curves, write_json
+    norm = norm.lower()
+    if norm not in NORMS:
+        raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    eps_list = parse_radii(radii, norm)
+    for model_path in models:
+        if not pathlib.Path(model_path).expanduser().is_file():
+            raise HamverifyError(f"model not found: {model_path}")
+    path = pathlib.Path(out).expanduser() if out else default_curves_path(list(models), norm)
+    check_writable(path, "curves file (--out)")
+    if plot:
+        from .stats import require_matplotlib
+        require_matplotlib()  # fail before the work, not after
+        check_writable(pathlib.Path(plot).expanduser(), "--plot file")
+    log = None if quiet else (lambda m: click.echo(m, err=True))
+    result = run_curves(list(models), norm=norm, radii=eps_list, dataset=dataset, split=split, start=start,
+                        count=count, batch_size=batch_size, seed=seed, steps=steps, restarts=restarts,
+                        data_dir=data_dir, download=download, log=log)
+    write_json(result, path)
+    click.echo(format_curves(result))
+    click.echo(f"curves written to {path}", err=True)
+    if plot:
+        click.echo(f"plot written to {plot_curves(result, pathlib.Path(plot).expanduser())}", err=True)
+
+
 if __name__ == "__main__":
     main()

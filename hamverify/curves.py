@@ -1,0 +1,356 @@
+"""Empirical robustness: one attack over a slice of a data set (``hamverify attack``: the paper's
+Table 1 AutoAttack columns), and robust accuracy against eps per model (``hamverify curves``: the
+paper's Figure 2, PGD-20x10 in l_inf or l_2).
+
+Inputs are images in [0, 1]; the model holds its normalization.  A sample is *robust* when the
+model is correct on it and on the attack's point.  Robust accuracies are shares of all attacked
+inputs (misclassified clean inputs count as not robust).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+from fractions import Fraction
+from typing import Callable, Sequence
+
+from . import HamverifyError, __version__
+
+ATTACKS = ("autoattack", "pgd", "pgd-l2")
+NORMS = ("linf", "l2")
+# The attack of each norm in the curves (the paper's PGD-20x10).
+CURVE_ATTACK = {"linf": "pgd", "l2": "pgd-l2"}
+PGD_STEPS, PGD_RESTARTS = 20, 10
+
+
+# -- settings --------------------------------------------------------------------------------
+def parse_radius(text, norm: str, what: str = "--eps") -> float:
+    """'0.1', '8/255', '2e-3' -> a radius >= 0 (l_inf: at most 1, pixel units); else a one-line error."""
+    try:
+        value = float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise HamverifyError(f"invalid {what} {text!r}: use a number like 0.1, 2e-3 or a fraction like 8/255") from None
+    if not math.isfinite(value) or value < 0:
+        raise HamverifyError(f"invalid {what} {text!r}: must be >= 0")
+    if norm == "linf" and value > 1:
+        raise HamverifyError(f"invalid {what} {text!r}: an l_inf radius must lie in [0, 1] (pixel units)")
+    return value
+
+
+def parse_radii(text: str, norm: str) -> list[float]:
+    """'0,0.02,0.04' -> the sorted distinct radii; a one-line error for an empty or bad list."""
+    parts = [p for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise HamverifyError(f"--eps {text!r}: give comma-separated radii, e.g. 0,0.02,0.04")
+    return sorted({parse_radius(p, norm) for p in parts})
+
+
+def check_attack(attack: str, norm: str) -> None:
+    if attack not in ATTACKS:
+        raise HamverifyError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
+    if norm not in NORMS:
+        raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    if attack == "pgd" and norm != "linf":
+        raise HamverifyError("--attack pgd is l_inf PGD: for l_2 use --attack pgd-l2")
+    if attack == "pgd-l2" and norm != "l2":
+        raise HamverifyError("--attack pgd-l2 is l_2 PGD: for l_inf use --attack pgd")
+
+
+def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int | None = None,
+                restarts: int | None = None):
+    """The Attack object of ``attack`` (see ATTACKS) at radius ``eps``; PGD's generator seeded."""
+    check_attack(attack, norm)
+    if steps is not None and steps < 1:
+        raise HamverifyError(f"--steps must be >= 1, got {steps}")
+    if restarts is not None and restarts < 1:
+        raise HamverifyError(f"--restarts must be >= 1, got {restarts}")
+    if attack == "autoattack":
+        if restarts is not None:
+            raise HamverifyError("--restarts applies to pgd and pgd-l2 only (AutoAttack runs one restart per component)")
+        from .attacks.autoattack import AutoAttack, import_torchattacks
+        import_torchattacks()  # missing: one line now, before any work
+        return AutoAttack(eps, norm=norm, version="standard", seed=seed, steps=steps)
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    steps = PGD_STEPS if steps is None else steps
+    restarts = PGD_RESTARTS if restarts is None else restarts
+    if attack == "pgd":
+        from .attacks.pgd import PGD
+        return PGD(eps, steps=steps, restarts=restarts, generator=gen)
+    from .attacks.pgd_l2 import PGDL2
+    return PGDL2(eps, steps=steps, restarts=restarts, generator=gen)
+
+
+def implementation(attack_obj) -> dict:
+    """Which code an attack object runs: torchattacks (+ version) or hamverify's own PGD."""
+    if hasattr(attack_obj, "implementation"):
+        return attack_obj.implementation()
+    cls = type(attack_obj)
+    return {"name": "hamverify", "version": __version__, "class": f"{cls.__module__}.{cls.__name__}",
+            "steps": attack_obj.steps, "restarts": attack_obj.restarts, "step_size": attack_obj.step_size,
+            "random_start": attack_obj.random_start}
+
+
+def describe(attack_obj) -> str:
+    """One phrase naming the attack and its implementation, for progress lines and summaries."""
+    if hasattr(attack_obj, "describe"):
+        return attack_obj.describe()
+    norm = "l2" if type(attack_obj).__name__ == "PGDL2" else "linf"
+    return f"PGD-{attack_obj.steps}x{attack_obj.restarts} {norm} (hamverify {__version__})"
+
+
+# -- models and data -------------------------------------------------------------------------
+def load_model(model_path, dataset: str | None = None):
+    """``(model in float32 eval mode, dataset, the checkpoint's eps or None, sha256)`` of a hamverify
+    checkpoint or an ONNX file (which needs ``dataset``); one-line errors for a missing file or a
+    data set the model cannot read."""
+    from .models import check_dataset_fits, file_sha256, load_checkpoint
+    from .onnx_io import is_onnx_path
+    if is_onnx_path(model_path):
+        if not pathlib.Path(model_path).is_file():
+            raise HamverifyError(f"ONNX file not found: {model_path}")
+        from .onnx_io import load_any_model
+        model, shape, _own, sha = load_any_model(model_path, dataset)
+        check_dataset_fits(model_path, None, dataset, input_shape=shape)
+        return model.float().eval(), dataset, None, sha
+    model, meta = load_checkpoint(model_path)
+    dataset = dataset or meta["dataset"]
+    check_dataset_fits(model_path, meta["dataset"], dataset)
+    return model.float().eval(), dataset, meta.get("eps"), file_sha256(model_path)
+
+
+def load_slice(dataset: str, split: str, start: int, count: int, data_dir=None, download: bool | None = None):
+    """``(x float32 [N, C, H, W] in [0, 1], y int64)``: ``count`` images from index ``start``."""
+    import torch
+    from .data import load_dataset, to_tensor
+    x, y = load_dataset(dataset, split, data_dir, download=download)
+    if start >= len(x):
+        raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
+    return to_tensor(x[start:start + count]), torch.as_tensor(y[start:start + count], dtype=torch.long)
+
+
+# -- one attack over a slice -----------------------------------------------------------------
+def perturbation_norm(x_adv, x, norm: str):
+    """Per-sample ||x_adv - x|| in ``norm`` (a float tensor of length N)."""
+    d = (x_adv - x).reshape(len(x), -1)
+    return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)
+
+
+def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
+                 progress: Callable[[str], None] | None = None, label: str = ""):
+    """``(clean, robust, distance)`` per input: clean-correct, correct on the attack's point too,
+    and the attack point's distance from x (in ``norm``).  One progress line per batch."""
+    import torch
+    cleans, robusts, dists = [], [], []
+    n, t0, done_robust = len(x), time.time(), 0
+    batches = max(1, math.ceil(n / batch_size))
+    for b, i in enumerate(range(0, n, batch_size)):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        with torch.no_grad():
+            clean = model(xb).argmax(1) == yb
+        if attack_obj.eps == 0:
+            x_adv = xb.clone()
+        else:
+            # Only clean-correct inputs are attacked: the others are not robust anyway.
+            x_adv = xb.clone()
+            if clean.any():
+                with torch.enable_grad():
+                    x_adv[clean] = attack_obj(model, xb[clean], yb[clean]).to(xb.dtype)
+        with torch.no_grad():
+            robust = clean & (model(x_adv).argmax(1) == yb)
+        cleans.append(clean)
+        robusts.append(robust)
+        dists.append(perturbation_norm(x_adv, xb, norm))
+        done_robust += int(robust.sum())
+        if progress:
+            seen = min(i + batch_size, n)
+            progress(f"{label}batch {b + 1}/{batches}: inputs {i}-{seen - 1}, robust so far {done_robust}/{seen} "
+                     f"({done_robust / seen:.2%}), {time.time() - t0:.1f} s")
+    return torch.cat(cleans), torch.cat(robusts), torch.cat(dists)
+
+
+def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, dataset: str | None = None,
+               split: str = "test", start: int = 0, count: int = 1000, batch_size: int = 200, seed: int = 0,
+               steps: int | None = None, restarts: int | None = None, data_dir=None,
+               download: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Clean and robust accuracy of one model against one attack over ``count`` inputs from ``start``;
+    a JSON-ready dict (schema hamverify-attack-v1) with the settings, the implementation and per-input flags."""
+    check_attack(attack, norm)
+    if batch_size < 1:
+        raise HamverifyError(f"--batch-size must be >= 1, got {batch_size}")
+    model, dataset, model_eps, sha = load_model(model_path, dataset)
+    if eps is None:
+        if norm != "linf" or model_eps is None:
+            raise HamverifyError("no --eps given" + (" (the checkpoint's eps is an l_inf radius)" if norm == "l2"
+                                                       else f" and {model_path} records none"))
+        eps = float(model_eps)
+    eps = parse_radius(eps, norm)
+    attack_obj = make_attack(attack, norm, eps, seed=seed, steps=steps, restarts=restarts)
+    x, y = load_slice(dataset, split, start, count, data_dir, download)
+    what = describe(attack_obj)
+    if log:
+        log(f"attacking {len(x)} inputs of {dataset} {split}[{start}:{start + len(x)}] with {what}, "
+            f"eps {eps:.6g}, batch size {batch_size}, seed {seed}")
+    t0 = time.time()
+    clean, robust, dist = attack_masks(model, x, y, attack_obj, norm, batch_size, progress=log)
+    wall = time.time() - t0
+    import torch
+    return {
+        "schema": "hamverify-attack-v1",
+        "model": str(model_path), "model_sha256": sha, "dataset": dataset, "split": split,
+        "start": start, "count": len(x), "attack": attack, "norm": norm, "eps": eps, "seed": seed,
+        "batch_size": batch_size, "implementation": implementation(attack_obj), "description": what,
+        "clean_accuracy": float(clean.float().mean()) if len(x) else 0.0,
+        "robust_accuracy": float(robust.float().mean()) if len(x) else 0.0,
+        "wall_time": wall, "hamverify_version": __version__, "torch_version": str(torch.__version__),
+        # adv_distance: the adversarial point's distance from the input (in ``norm``), where one was found
+        "inputs": [{"index": start + k, "label": int(y[k]), "clean": bool(clean[k]), "robust": bool(robust[k]),
+                    "adv_distance": float(dist[k]) if clean[k] and not robust[k] else None}
+                   for k in range(len(x))],
+    }
+
+
+# -- robustness curves -----------------------------------------------------------------------
+def robustness_curve(model, x, y, radii: Sequence[float], norm: str, *, seed: int = 0,
+                     steps: int = PGD_STEPS, restarts: int = PGD_RESTARTS, batch_size: int = 200,
+                     progress: Callable[[str], None] | None = None, label: str = "") -> dict:
+    """PGD robust accuracy of one model at each radius of ``radii`` (ascending).
+
+    A point found at a smaller radius lies in every larger ball, so an input broken at one radius
+    counts as broken at all larger ones: the curve is non-increasing, and at radius 0 it equals the
+    clean accuracy.  Each radius runs with a generator seeded ``seed`` (reproducible per point)."""
+    import torch
+    radii = [float(r) for r in radii]
+    if any(b < a for a, b in zip(radii, radii[1:])):
+        raise ValueError("radii must be ascending")
+    attack = CURVE_ATTACK[norm]
+    with torch.no_grad():
+        clean = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+                           for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
+    alive = clean.clone()
+    accuracies, seconds, impl = [], [], None
+    for r in radii:
+        t0 = time.time()
+        if r > 0 and alive.any():
+            obj = make_attack(attack, norm, r, seed=seed, steps=steps, restarts=restarts)
+            impl = impl or implementation(obj)
+            idx = alive.nonzero().squeeze(1)
+            _, robust, _ = attack_masks(model, x[idx], y[idx], obj, norm, batch_size)
+            alive[idx[~robust]] = False
+        accuracies.append(float(alive.float().mean()) if len(x) else 0.0)
+        seconds.append(time.time() - t0)
+        if progress:
+            progress(f"{label}eps {r:.6g}: robust {accuracies[-1]:.2%} (clean {float(clean.float().mean()):.2%}), "
+                     f"{seconds[-1]:.1f} s")
+    if impl is None:
+        impl = implementation(make_attack(attack, norm, 1.0 if norm == "l2" else 0.5, seed=seed, steps=steps,
+                                          restarts=restarts))
+    return {"clean_accuracy": float(clean.float().mean()) if len(x) else 0.0, "robust_accuracy": accuracies,
+            "seconds": seconds, "implementation": impl}
+
+
+def run_curves(model_paths: Sequence, *, norm: str, radii: Sequence[float], dataset: str | None = None,
+               split: str = "test", start: int = 0, count: int = 1000, batch_size: int = 200, seed: int = 0,
+               steps: int = PGD_STEPS, restarts: int = PGD_RESTARTS, data_dir=None, download: bool | None = None,
+               log: Callable[[str], None] | None = None) -> dict:
+    """Robustness curves of several models on the same inputs (schema hamverify-curves-v1)."""
+    if norm not in NORMS:
+        raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    if batch_size < 1:
+        raise HamverifyError(f"--batch-size must be >= 1, got {batch_size}")
+    radii = sorted(float(r) for r in radii)
+    if not radii:
+        raise HamverifyError("--eps: give at least one radius")
+    loaded = [(p, *load_model(p, dataset)) for p in model_paths]  # every model checked before any work
+    make_attack(CURVE_ATTACK[norm], norm, radii[-1], seed=seed, steps=steps, restarts=restarts)  # settings check
+    models, data, impl, t_all = [], {}, None, time.time()
+    for path, model, ds, _eps, sha in loaded:
+        if ds not in data:
+            data[ds] = load_slice(ds, split, start, count, data_dir, download)
+        x, y = data[ds]
+        label = f"{pathlib.Path(path).name}: "
+        if log:
+            log(f"{label}{len(x)} inputs of {ds} {split}[{start}:{start + len(x)}], "
+                f"PGD-{steps}x{restarts} {norm} at {len(radii)} radii")
+        t0 = time.time()
+        curve = robustness_curve(model, x, y, radii, norm, seed=seed, steps=steps, restarts=restarts,
+                                 batch_size=batch_size, progress=log, label=label)
+        impl = curve.pop("implementation")
+        models.append({"model": str(path), "name": pathlib.Path(path).stem, "model_sha256": sha, "dataset": ds,
+                       "count": len(x), **curve, "wall_time": time.time() - t0})
+    import torch
+    return {"schema": "hamverify-curves-v1", "norm": norm, "eps": radii, "attack": CURVE_ATTACK[norm],
+            "implementation": impl, "split": split, "start": start, "count": count, "seed": seed,
+            "batch_size": batch_size, "cumulative": True,
+            "note": "an input broken at a radius counts as broken at every larger radius (its point lies in the larger ball)",
+            "models": models, "wall_time": time.time() - t_all, "hamverify_version": __version__,
+            "torch_version": str(torch.__version__)}
+
+
+def format_curves(result: dict) -> str:
+    """A table: one row per radius, one column per model."""
+    names = [m["name"] for m in result["models"]]
+    width = max([10] + [len(n) for n in names])
+    impl = result["implementation"]
+    lines = [f"robust accuracy, PGD-{impl['steps']}x{impl['restarts']} {result['norm']} "
+             f"({impl['name']} {impl['version']})",
+             f"{'eps':>10}  " + "  ".join(f"{n:>{width}}" for n in names)]
+    for k, r in enumerate(result["eps"]):
+        lines.append(f"{r:>10.6g}  " + "  ".join(f"{m['robust_accuracy'][k]:>{width}.2%}" for m in result["models"]))
+    lines.append(f"{'clean':>10}  " + "  ".join(f"{m['clean_accuracy']:>{width}.2%}" for m in result["models"]))
+    return "\n".join(lines)
+
+
+def plot_curves(result: dict, path) -> pathlib.Path:
+    """Robust accuracy against eps, one line per model (.png; needs matplotlib, the `plot` extra)."""
+    from .stats import require_matplotlib
+    Figure = require_matplotlib()
+    fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for m in result["models"]:
+        ax.plot(result["eps"], m["robust_accuracy"], marker="o", label=m["name"])
+    impl = result["implementation"]
+    ax.set_xlabel(f"eps ({'l_inf' if result['norm'] == 'linf' else 'l_2'})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"PGD-{impl['steps']}x{impl['restarts']}, {result['models'][0]['count'] if result['models'] else 0} inputs",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+# -- output ----------------------------------------------------------------------------------
+def write_json(obj: dict, path) -> pathlib.Path:
+    """Write ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+    path = pathlib.Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def default_attack_path(model_path, dataset: str, split: str, attack: str, norm: str, eps: float) -> pathlib.Path:
+    return pathlib.Path("results") / f"attack_{_stem(model_path)}_{dataset}_{split}_{attack}_{norm}_eps{eps:.5f}.json"
+
+
+def default_curves_path(model_paths: Sequence, norm: str) -> pathlib.Path:
+    stems = "+".join(_stem(p) for p in model_paths[:3]) + ("+more" if len(model_paths) > 3 else "")
+    return pathlib.Path("results") / f"curves_{stems}_{norm}.json"
+
+
+def _stem(model_path) -> str:
+    p = pathlib.Path(model_path)
+    name = p.name
+    for suffix in (".onnx.gz", ".onnx", ".pt"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return p.parent.name if name == "model" and p.parent.name else name
