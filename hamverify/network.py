@@ -7,7 +7,7 @@ statistics only ever see two kinds of step.  Everything is float64 numpy / scipy
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -21,11 +21,32 @@ from . import HamverifyError
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """The convolution an unrolled ``Affine.W`` equals (``conv_matrix(weight, in_shape, ...)``), kept
+    so that torch code can apply ``W`` and ``W^T`` as (transposed) convolutions instead of dense
+    products (branch and bound: ``bab/relax.py``).  Only a speed hint: every bound that decides a
+    verdict is computed from ``W`` itself."""
+
+    weight: np.ndarray  # (C_out, C_in / group, kH, kW), float64
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilations: tuple[int, int]
+    group: int = 1
+
+    def matrix(self) -> sp.csr_matrix:
+        return conv_matrix(self.weight, self.in_shape, self.strides, self.pads, self.dilations, self.group)[0]
+
+
+@dataclass(frozen=True)
 class Affine:
-    """y = W @ x + b.  ``W`` is a CSR matrix (unrolled convolution) or a dense array (linear layer)."""
+    """y = W @ x + b.  ``W`` is a CSR matrix (unrolled convolution) or a dense array (linear layer).
+    ``conv``: the convolution ``W`` equals, when the IR was built from one (else None)."""
 
     W: sp.csr_matrix | np.ndarray
     b: np.ndarray
+    conv: ConvSpec | None = field(default=None, compare=False, repr=False)
 
     @property
     def in_features(self) -> int:
@@ -155,6 +176,9 @@ def from_torch(model, input_shape: Sequence[int]) -> Network:
     W: sp.csr_matrix | np.ndarray | None = None  # pending affine since the last ReLU; None = identity
     b = np.zeros(int(np.prod(shape)))
     affines: list[Affine] = []
+    # What the pending W is, structurally: "identity", ("channel-scale", s) (a Normalize so far),
+    # ("conv", ConvSpec) (a convolution, maybe with per-channel scalings folded in), or None.
+    form: object = "identity"
 
     def compose(W_layer, b_layer):
         nonlocal W, b
@@ -175,11 +199,13 @@ def from_torch(model, input_shape: Sequence[int]) -> Network:
             per = int(np.prod(shape)) // c
             scale = np.repeat(1.0 / np.broadcast_to(std, (c,)), per)
             shift = -np.repeat(np.broadcast_to(mean, (c,)) / np.broadcast_to(std, (c,)), per)
+            form = ("channel-scale", 1.0 / np.broadcast_to(std, (c,))) if form == "identity" else None
             compose(sp.diags(scale).tocsr(), shift)
         elif isinstance(layer, nn.Conv2d):
             if len(shape) != 3:
                 raise HamverifyError(f"Conv2d needs a (C, H, W) input, got shape {shape}")
             Wc, out_shape = _unroll_conv(layer, shape)
+            form = _conv_form(form, layer, shape, out_shape)
             compose(Wc, np.repeat(_bias(layer, layer.out_channels), int(np.prod(out_shape[1:]))))
             shape = out_shape
         elif isinstance(layer, nn.BatchNorm2d):
@@ -190,6 +216,12 @@ def from_torch(model, input_shape: Sequence[int]) -> Network:
             beta = layer.bias.detach().double().numpy() if layer.affine else np.zeros_like(rm)
             s = g / np.sqrt(rv + layer.eps)
             per = int(np.prod(shape[1:]))
+            if isinstance(form, tuple) and form[0] == "conv":  # scales the conv's output channels
+                spec = form[1]
+                form = ("conv", ConvSpec(spec.weight * s[:, None, None, None], spec.in_shape, spec.out_shape,
+                                         spec.strides, spec.pads, spec.dilations, spec.group))
+            else:
+                form = None
             compose(sp.diags(np.repeat(s, per)).tocsr(), np.repeat(beta - rm * s, per))
         elif isinstance(layer, nn.Flatten):
             shape = (int(np.prod(shape)),)
@@ -197,18 +229,54 @@ def from_torch(model, input_shape: Sequence[int]) -> Network:
             if int(np.prod(shape)) != layer.in_features:
                 raise HamverifyError(f"Linear expects {layer.in_features} inputs, got {shape}")
             compose(layer.weight.detach().double().cpu().numpy(), _bias(layer, layer.out_features))
+            form = None
             shape = (layer.out_features,)
         elif isinstance(layer, nn.ReLU):
             if W is None:
                 raise HamverifyError("a ReLU directly on the input is not supported")
-            affines.append(Affine(W, b))
-            W, b = None, np.zeros(int(np.prod(shape)))
+            affines.append(_affine(W, b, form))
+            W, b, form = None, np.zeros(int(np.prod(shape))), "identity"
         else:
             raise HamverifyError(f"unsupported layer for verification: {type(layer).__name__}")
     if W is None:
         raise HamverifyError("the network must end with an affine layer")
-    affines.append(Affine(W, b))
+    affines.append(_affine(W, b, form))
     return Network(tuple(affines), tuple(int(s) for s in input_shape))
+
+
+def _conv_form(form, conv, in_shape, out_shape):
+    """The pending map's form after a Conv2d: still one convolution if it was the identity or a
+    per-input-channel scaling (a Normalize, folded into the weights), else None."""
+    if isinstance(conv.padding, str):
+        return None
+    if form == "identity":
+        scale = np.ones(in_shape[0])
+    elif isinstance(form, tuple) and form[0] == "channel-scale":
+        scale = np.asarray(form[1], dtype=np.float64)
+    else:
+        return None
+    weight = conv.weight.detach().double().cpu().numpy()
+    per_group = weight.shape[1]
+    scale_in = scale.reshape(conv.groups, per_group)  # input channel g*per_group + k
+    weight = weight * np.repeat(scale_in, weight.shape[0] // conv.groups, axis=0)[:, :, None, None]
+    ph, pw = conv.padding
+    return ("conv", ConvSpec(weight, tuple(int(v) for v in in_shape), tuple(int(v) for v in out_shape),
+                             tuple(int(v) for v in conv.stride), (ph, pw, ph, pw),
+                             tuple(int(v) for v in conv.dilation), int(conv.groups)))
+
+
+def _affine(W, b, form) -> Affine:
+    """The IR step, with its ConvSpec when the pending map is one convolution.  The spec is checked
+    against W (cheap: one more unrolling) so a hint can never disagree with the matrix it describes."""
+    spec = form[1] if isinstance(form, tuple) and form[0] == "conv" else None
+    if spec is not None and sp.issparse(W):
+        M = spec.matrix()
+        diff = abs(M - W)
+        if M.shape != W.shape or (diff.nnz and diff.max() > 1e-9 * max(1.0, abs(W).max())):
+            spec = None
+    elif spec is not None:
+        spec = None  # densified on the way: no longer the unrolled convolution
+    return Affine(W, b, spec)
 
 
 def check_against_torch(net: Network, model, n: int = 8, seed: int = 0) -> float:

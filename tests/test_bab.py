@@ -87,6 +87,8 @@ CONFIGS = [
     dict(branching="input", attack=False),
     dict(branching="babsr", attack=False, lp="open"),
     dict(branching="babsr", attack=False, bounding="alpha", batch=3),
+    dict(branching="babsr", attack=False, intermediate="inherit"),
+    dict(branching="intercept", attack=False, intermediate="inherit", batch=1),
 ]
 
 
@@ -238,7 +240,9 @@ def _small_conv(seed: int) -> Network:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 6), nn.ReLU(),
                           nn.Linear(6, 3))
-    return from_torch(model.eval().double(), (1, 7, 7))
+    net = from_torch(model.eval().double(), (1, 7, 7))
+    assert net.affines[0].conv is not None  # BaB's torch bounds run the conv as a (transposed) convolution
+    return net
 
 
 def _milp_verdicts(net, lo, hi, label, bounds):
@@ -272,7 +276,7 @@ def test_agrees_with_the_milp_on_small_nets(kind):
         net = _shift(net, label, (0.02 if i % 2 else -0.02) - min(mins))
         reference = _milp_verdicts(net, lo, hi, label, bounds)
         res = branch_and_bound(net, lo, hi, label, deadline=time.monotonic() + 60, milp_fallback=False,
-                               attack=bool(i % 3 == 0), seed=i)
+                               attack=bool(i % 3 == 0), seed=i, intermediate="inherit" if i % 2 else "refine")
         if all(v == "robust" for v in reference.values()):
             assert res.status == "robust", (i, reference, res)
         else:
@@ -347,6 +351,39 @@ def test_validator_decides_what_counts_as_a_counterexample():
         assert accepted.status == "counterexample" and calls
         assert any(np.array_equal(accepted.counterexample, c) for c in calls)
     assert seen >= 5
+
+
+CONV_SPECS = [  # (C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
+    (1, 7, 7, 2, 3, 2, 0, 1, 1),
+    (2, 8, 6, 4, (3, 2), (2, 1), (1, 0), 1, 2),
+    (3, 9, 9, 3, 2, 3, 2, 2, 3),
+    (1, 28, 28, 16, 4, 2, 1, 1, 1),  # mnist_small's first layer
+]
+
+
+@pytest.mark.parametrize("spec", CONV_SPECS)
+def test_conv_row_products_equal_dense_products(spec):
+    """relax.row_products applies W as a transposed convolution: equal to the dense rows @ W."""
+    from hamverify.bab.relax import row_products
+    from hamverify.models import Normalize
+    c_in, h, w, c_out, k, stride, pad, dil, groups = spec
+    torch.manual_seed(sum(map(hash, map(str, spec))) % 1000)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, groups=groups)
+    bn = nn.BatchNorm2d(c_out).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(-2, 2)
+    mean, std = tuple(np.linspace(0.2, 0.6, c_in)), tuple(np.linspace(0.3, 0.9, c_in))
+    model = nn.Sequential(Normalize(mean, std), conv, bn, nn.ReLU(), nn.Flatten()).eval().double()
+    out = model[:3](torch.zeros(1, c_in, h, w, dtype=torch.float64))
+    model.append(nn.Linear(out.numel(), 3).double())
+    net = from_torch(model, (c_in, h, w))
+    assert net.affines[0].conv is not None  # Normalize and BatchNorm folded into the conv's weights
+    ops = row_products(net, torch.float64)
+    A = torch.from_numpy(np.random.default_rng(1).normal(size=(5, net.affines[0].out_features)))
+    dense = A.numpy() @ net.affines[0].dense()
+    np.testing.assert_allclose(ops[0](A).numpy(), dense, rtol=1e-10, atol=1e-10)
 
 
 def test_targets_and_arguments():

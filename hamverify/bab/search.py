@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import HamverifyError
-from ..bounds.alpha import _dense_weights, alpha_crown, split_bounds
+from ..bounds.alpha import _apply_split, _dense_weights, alpha_crown, split_bounds
 from ..bounds.interval import LayerBounds, box_vectors
 from ..bounds.symbolic import symbolic_bounds
 from ..milp import COUNTEREXAMPLE, ROBUST, TIMEOUT, UNKNOWN
@@ -24,6 +24,10 @@ from .relax import backsub64, crown_alpha_init, optimize, stack_rows
 
 BRANCHING = ("babsr", "widest", "intercept", "input")
 BOUNDING = ("beta", "alpha")
+# A child's intermediate bounds: "refine" (rebuilt by split_bounds from the split layer on: tighter,
+# one symbolic pass per child) or "inherit" (the parent's, with the split neuron clamped: no pass;
+# the split constraints still enter the margin bound through beta, as in beta-CROWN).
+INTERMEDIATE = ("refine", "inherit")
 # Seconds kept back from every solver time limit: HiGHS overshoots its limit by up to ~1 s (verify.py).
 SOLVER_SLACK = 1.0
 # Below this width an input coordinate is not halved further.
@@ -114,6 +118,14 @@ class _Domain:
 
 def _masks(splits, from_layer: int = 0) -> dict:
     return {i: (s == 1, s == -1) for i, s in enumerate(splits) if s is not None and i >= from_layer}
+
+
+def _inherited_bounds(parent: list[LayerBounds], splits, layer: int) -> list[LayerBounds] | None:
+    """The parent's intermediate bounds (valid on the child, a subset) with the new split clamped
+    in; None when the split contradicts them (the child is empty)."""
+    bounds = [b.copy() for b in parent]
+    s = splits[layer]
+    return bounds if _apply_split(bounds[layer], s == 1, s == -1) else None
 
 
 def _spec(classes: int, label: int, targets: np.ndarray) -> np.ndarray:
@@ -365,6 +377,8 @@ class _Search:
                     return None
                 if self.input_mode:
                     bounds = symbolic_bounds(self.net, lo, hi, prior=dom.bounds)
+                elif o["intermediate"] == "inherit":
+                    bounds = _inherited_bounds(dom.bounds, splits, layer)
                 else:
                     bounds = split_bounds(self.net, lo, hi, _masks(splits, layer), dom.bounds)
                 self.stats.domains += 1
@@ -637,7 +651,7 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
                      milp_max_domains: int = 16, max_memory_mb: float = 1024, batch: int = 8, steps: int = 10,
                      root_steps: int = 30,
                      lr: float = 0.1, tol: float = 1e-6, lp: str = "leaves", attack_every: int = 16,
-                     alpha_init=None, seed: int = 0) -> BabResult:
+                     alpha_init=None, seed: int = 0, intermediate: str = "refine") -> BabResult:
     """Decide ``z_label - z_j > tol`` on the box ``[lo, hi]`` for every ``j`` in ``targets``
     (package doc: what is sound, where counterexamples come from, when the MILP takes over).
 
@@ -677,6 +691,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
         raise HamverifyError(f"unknown branching {branching!r}; known: {', '.join(BRANCHING)}")
     if bounding not in BOUNDING:
         raise HamverifyError(f"unknown bounding {bounding!r}; known: {', '.join(BOUNDING)}")
+    if intermediate not in INTERMEDIATE:
+        raise HamverifyError(f"unknown intermediate {intermediate!r}; known: {', '.join(INTERMEDIATE)}")
     if lp not in ("leaves", "open"):
         raise HamverifyError(f"lp must be 'leaves' or 'open', got {lp!r}")
     if not tol >= 0:
@@ -694,7 +710,7 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
                 milp_after=milp_after, milp_max_domains=int(milp_max_domains), max_memory_mb=float(max_memory_mb),
                 batch=max(1, int(batch)),
                 steps=int(steps), root_steps=int(root_steps), lr=float(lr), tol=float(tol), lp=lp,
-                attack_every=int(attack_every), alpha_init=alpha_init, seed=int(seed))
+                attack_every=int(attack_every), alpha_init=alpha_init, seed=int(seed), intermediate=intermediate)
     if targets.size == 0:
         return BabResult(ROBUST, {}, {}, {}, stats=BabStats(time=time.monotonic() - t0))
     search = _Search(net, lo, hi, label, targets, deadline,
