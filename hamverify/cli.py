@@ -604,16 +604,23 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Checkpoint (.pt) or ONNX (.onnx, inputs in [0,1]; needs --dataset and --eps).")
 @click.option("--attack", "attack", default="autoattack", show_default=True,
-              help="autoattack (torchattacks' standard AutoAttack), pgd (l_inf) or pgd-l2.")
-@click.option("--norm", default=None, help="linf or l2 (default: l2 for pgd-l2, else linf).")
-@click.option("--eps", default=None, help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps).")
+              help="autoattack (torchattacks' standard AutoAttack), pgd (l_inf), pgd-l2, or the perceptual "
+                   "attacks of the paper's Table 1 (hamverify's own code): stadv (Xiao et al.'s flow field), "
+                   "jpeg (Kang et al.'s quantized-DCT perturbation), recolor (Laidlaw & Feizi's ReColorAdv).")
+@click.option("--norm", default=None, help="linf or l2 (default: l2 for pgd-l2, else linf; the perceptual "
+                                           "attacks are l_inf in their own space).")
+@click.option("--eps", default=None,
+              help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps); stadv, jpeg, recolor: "
+                   "the attack's own bound (default 0.05 flow in grid units, 0.25 Kang et al.'s JPEG eps, "
+                   "0.06 colour offset).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random starts.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="pgd / pgd-l2: steps per restart (20); autoattack: iterations of APGD-CE, APGD-T and FAB-T "
-                   "(default torchattacks' 10; the reference AutoAttack uses 100).")
+                   "(default torchattacks' 10; the reference AutoAttack uses 100); stadv, jpeg, recolor: "
+                   "optimizer steps (100).")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="pgd / pgd-l2 only: restarts (10).")
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--split", default="test", show_default=True)
@@ -626,12 +633,14 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @one_line_errors
 def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, steps, restarts, dataset, split,
                data_dir, out, quiet, download):
-    """Empirical robust accuracy under AutoAttack or PGD (l_inf or l_2) over a data set slice."""
+    """Empirical robust accuracy under AutoAttack, PGD (l_inf or l_2) or a perceptual attack
+    (StAdv, JPEG, ReColorAdv) over a data set slice."""
     from .config import check_writable
-    from .curves import check_attack, default_attack_path, parse_radius, run_attack, write_json
+    from .curves import (PERCEPTUAL_BOUNDS, check_attack, default_attack_path, parse_attack_radius, run_attack,
+                         write_json)
     norm = (norm or ("l2" if attack == "pgd-l2" else "linf")).lower()
     check_attack(attack, norm)
-    radius = None if eps is None else parse_radius(eps, norm)
+    radius = None if eps is None else parse_attack_radius(eps, attack, norm)
     if not pathlib.Path(model_path).expanduser().is_file():
         raise HamverifyError(f"model not found: {model_path}")
     if out:
@@ -643,7 +652,8 @@ def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, st
     path = pathlib.Path(out).expanduser() if out else default_attack_path(
         model_path, result["dataset"], split, attack, norm, result["eps"])
     write_json(result, path)
-    click.echo(f"{result['dataset']} {split}[{start}:{start + result['count']}]  {norm} eps {result['eps']:.6g}  "
+    bound = f"{attack} bound" if attack in PERCEPTUAL_BOUNDS else f"{norm} eps"
+    click.echo(f"{result['dataset']} {split}[{start}:{start + result['count']}]  {bound} {result['eps']:.6g}  "
                f"clean {result['clean_accuracy']:.2%}  robust {result['robust_accuracy']:.2%}  "
                f"({result['description']}, {result['wall_time']:.1f} s) -> {path}")
 

@@ -18,7 +18,12 @@ from typing import Callable, Sequence
 
 from . import HamverifyError, __version__
 
-ATTACKS = ("autoattack", "pgd", "pgd-l2")
+ATTACKS = ("autoattack", "pgd", "pgd-l2", "stadv", "jpeg", "recolor")
+# The perceptual attacks of the paper's Table 1 (hamverify's own code, hamverify.attacks.stadv / jpeg /
+# recolor) and their default bounds, each an l_inf bound in the attack's own space: the flow
+# (normalized grid units), the quantized JPEG coefficients (Kang et al.'s eps), the colour function.
+PERCEPTUAL_BOUNDS = {"stadv": 0.05, "jpeg": 0.25, "recolor": 0.06}
+PERCEPTUAL_STEPS = 100
 NORMS = ("linf", "l2")
 # The attack of each norm in the curves (the paper's PGD-20x10).
 CURVE_ATTACK = {"linf": "pgd", "l2": "pgd-l2"}
@@ -56,6 +61,15 @@ def check_attack(attack: str, norm: str) -> None:
         raise HamverifyError("--attack pgd is l_inf PGD: for l_2 use --attack pgd-l2")
     if attack == "pgd-l2" and norm != "l2":
         raise HamverifyError("--attack pgd-l2 is l_2 PGD: for l_inf use --attack pgd")
+    if attack in PERCEPTUAL_BOUNDS and norm != "linf":
+        raise HamverifyError(f"--attack {attack} has an l_inf bound in its own space (--eps, default "
+                             f"{PERCEPTUAL_BOUNDS[attack]:g}): --norm {norm} does not apply")
+
+
+def parse_attack_radius(text, attack: str, norm: str) -> float:
+    """--eps of ``attack``: a pixel radius for pgd / pgd-l2 / autoattack, the attack's own bound
+    (>= 0, not in pixel units) for the perceptual ones."""
+    return parse_radius(text, "l2" if attack in PERCEPTUAL_BOUNDS else norm)
 
 
 def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int | None = None,
@@ -66,6 +80,8 @@ def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int
         raise HamverifyError(f"--steps must be >= 1, got {steps}")
     if restarts is not None and restarts < 1:
         raise HamverifyError(f"--restarts must be >= 1, got {restarts}")
+    if attack in PERCEPTUAL_BOUNDS:
+        return _perceptual_attack(attack, eps, seed=seed, steps=steps, restarts=restarts)
     if attack == "autoattack":
         if restarts is not None:
             raise HamverifyError("--restarts applies to pgd and pgd-l2 only (AutoAttack runs one restart per component)")
@@ -81,6 +97,22 @@ def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int
         return PGD(eps, steps=steps, restarts=restarts, generator=gen)
     from .attacks.pgd_l2 import PGDL2
     return PGDL2(eps, steps=steps, restarts=restarts, generator=gen)
+
+
+def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None, restarts: int | None):
+    if restarts is not None:
+        raise HamverifyError(f"--restarts applies to pgd and pgd-l2 only "
+                             f"({attack} runs one optimization per input)")
+    steps = PERCEPTUAL_STEPS if steps is None else steps
+    if attack == "stadv":
+        from .attacks.stadv import StAdv
+        return StAdv(eps, steps=steps)
+    if attack == "jpeg":
+        import torch
+        from .attacks.jpeg import JPEGAttack
+        return JPEGAttack(eps, steps=steps, generator=torch.Generator().manual_seed(seed))
+    from .attacks.recolor import ReColorAdv
+    return ReColorAdv(eps, steps=steps)
 
 
 def implementation(attack_obj) -> dict:
@@ -141,8 +173,10 @@ def perturbation_norm(x_adv, x, norm: str):
 def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
                  progress: Callable[[str], None] | None = None, label: str = ""):
     """``(clean, robust, distance)`` per input: clean-correct, correct on the attack's point too,
-    and the attack point's distance from x (in ``norm``).  One progress line per batch."""
+    and the attack point's distance from x (in ``norm``; a perceptual attack's own measure, its
+    ``last_distance``, for those with a ``distance_unit``).  One progress line per batch."""
     import torch
+    own_distance = hasattr(attack_obj, "distance_unit")  # perceptual: the attack's own measure
     cleans, robusts, dists = [], [], []
     n, t0, done_robust = len(x), time.time(), 0
     batches = max(1, math.ceil(n / batch_size))
@@ -150,6 +184,7 @@ def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         with torch.no_grad():
             clean = model(xb).argmax(1) == yb
+        dist = torch.zeros(len(xb), dtype=xb.dtype)
         if attack_obj.eps == 0:
             x_adv = xb.clone()
         else:
@@ -158,11 +193,13 @@ def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
             if clean.any():
                 with torch.enable_grad():
                     x_adv[clean] = attack_obj(model, xb[clean], yb[clean]).to(xb.dtype)
+                if own_distance:
+                    dist[clean] = attack_obj.last_distance.to(xb.dtype)
         with torch.no_grad():
             robust = clean & (model(x_adv).argmax(1) == yb)
         cleans.append(clean)
         robusts.append(robust)
-        dists.append(perturbation_norm(x_adv, xb, norm))
+        dists.append(dist if own_distance else perturbation_norm(x_adv, xb, norm))
         done_robust += int(robust.sum())
         if progress:
             seen = min(i + batch_size, n)
@@ -181,12 +218,14 @@ def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, 
     if batch_size < 1:
         raise HamverifyError(f"--batch-size must be >= 1, got {batch_size}")
     model, dataset, model_eps, sha = load_model(model_path, dataset)
-    if eps is None:
+    if eps is None and attack in PERCEPTUAL_BOUNDS:
+        eps = PERCEPTUAL_BOUNDS[attack]
+    elif eps is None:
         if norm != "linf" or model_eps is None:
             raise HamverifyError("no --eps given" + (" (the checkpoint's eps is an l_inf radius)" if norm == "l2"
                                                        else f" and {model_path} records none"))
         eps = float(model_eps)
-    eps = parse_radius(eps, norm)
+    eps = parse_attack_radius(eps, attack, norm)
     attack_obj = make_attack(attack, norm, eps, seed=seed, steps=steps, restarts=restarts)
     x, y = load_slice(dataset, split, start, count, data_dir, download)
     what = describe(attack_obj)
@@ -202,10 +241,12 @@ def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, 
         "model": str(model_path), "model_sha256": sha, "dataset": dataset, "split": split,
         "start": start, "count": len(x), "attack": attack, "norm": norm, "eps": eps, "seed": seed,
         "batch_size": batch_size, "implementation": implementation(attack_obj), "description": what,
+        "distance": (attack_obj.distance_unit() if hasattr(attack_obj, "distance_unit")
+                     else f"{norm} norm of x_adv - x (pixel units)"),
         "clean_accuracy": float(clean.float().mean()) if len(x) else 0.0,
         "robust_accuracy": float(robust.float().mean()) if len(x) else 0.0,
         "wall_time": wall, "hamverify_version": __version__, "torch_version": str(torch.__version__),
-        # adv_distance: the adversarial point's distance from the input (in ``norm``), where one was found
+        # adv_distance: the adversarial point's distance from the input (see "distance"), where one was found
         "inputs": [{"index": start + k, "label": int(y[k]), "clean": bool(clean[k]), "robust": bool(robust[k]),
                     "adv_distance": float(dist[k]) if clean[k] and not robust[k] else None}
                    for k in range(len(x))],

@@ -95,12 +95,116 @@ ARCHITECTURES: dict[str, Callable[..., ReLUNet]] = {
 DEFAULT_ARCH = {"cifar10": "cifar_small", "mnist": "mnist_small", "fashion-mnist": "mnist_small"}
 
 
-def build_model(arch: str, dataset: str) -> ReLUNet:
-    if arch not in ARCHITECTURES:
-        raise HamverifyError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+# -- Appendix A's robustness networks: training and attacks only --------------------------------
+class PreActBlock(nn.Module):
+    """He et al. 2016's pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the
+    identity, or a 1x1 convolution of the first activation when the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.shortcut = (nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+                         if stride != 1 or in_planes != planes else None)
+
+    def forward(self, x, preacts: list | None = None):
+        p1 = self.bn1(x)
+        a1 = torch.relu(p1)
+        skip = self.shortcut(a1) if self.shortcut is not None else x
+        p2 = self.bn2(self.conv1(a1))
+        if preacts is not None:
+            preacts += [p1.flatten(1), p2.flatten(1)]
+        return self.conv2(torch.relu(p2)) + skip
+
+
+class PreActResNet18(nn.Module):
+    """PreActResNet18 (He et al. 2016, "Identity mappings in deep residual networks"): a 3x3 stem,
+    four stages of two pre-activation blocks (width, 2x, 4x, 8x channels; strides 1, 2, 2, 2), a
+    final BN-ReLU, global average pooling and one linear layer; normalization inside, inputs in [0, 1].
+
+    Residual connections and BatchNorm: not a feed-forward ReLUNet, so the verifier's IR
+    (``hamverify.network.from_torch``) refuses it -- training and attacks only.  ``width`` 64 is
+    the paper's network (11.2 M parameters); smaller widths are for smoke tests."""
+
+    def __init__(self, in_ch: int, mean, std, width: int = 64, n_classes: int = 10):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Conv2d(in_ch, width, 3, stride=1, padding=1, bias=False)
+        blocks, planes = [], width
+        for k, stride in enumerate((1, 2, 2, 2)):
+            out = width * 2 ** k
+            blocks += [PreActBlock(planes, out, stride), PreActBlock(out, out, 1)]
+            planes = out
+        self.blocks = nn.ModuleList(blocks)
+        self.bn = nn.BatchNorm2d(planes)
+        self.linear = nn.Linear(planes, n_classes)
+
+    def _forward(self, x, preacts):
+        h = self.stem(self.normalize(x))
+        for block in self.blocks:
+            h = block(h, preacts)
+        p = self.bn(h)
+        if preacts is not None:
+            preacts.append(p.flatten(1))
+        return self.linear(torch.relu(p).mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self._forward(x, None)
+
+    def forward_with_preacts(self, x):
+        """(logits, [pre-activation of each of the 17 ReLUs, flattened per sample]), as ReLUNet's."""
+        preacts: list = []
+        return self._forward(x, preacts), preacts
+
+    def __iter__(self):
+        # Interval bounds (the IBP / CROWN-IBP losses, the RS loss, the per-epoch unstable-ReLU counts)
+        # walk a network layer by layer; a residual network has no such sequence.
+        raise HamverifyError("preact_resnet18 has residual connections: interval bounds (certified losses, "
+                             "the RS loss, unstable-ReLU counts) and verification do not apply to it")
+
+
+def preact_resnet18(dataset: str = "cifar10", width: int = 64) -> PreActResNet18:
+    """Appendix A's CIFAR-10 robustness network (training and attacks only)."""
+    return PreActResNet18(INPUT_SHAPE[dataset][0], *NORMALIZATION[dataset], width=width)
+
+
+def cw_mnist(dataset: str = "mnist") -> ReLUNet:
+    """Carlini & Wagner 2017's MNIST CNN (their Table 1): conv3x3 32, conv3x3 32, max-pool 2x2,
+    conv3x3 64, conv3x3 64, max-pool 2x2, FC 200, FC 200, FC 10, ReLU after every hidden layer
+    (valid padding: 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4).  Their training's dropout is left out.
+
+    The verifier's IR (``hamverify.network.from_torch``) has no max-pool, so it refuses this
+    network with one line -- training and attacks only."""
+    c, h, _ = INPUT_SHAPE[dataset]
+    side = ((h - 4) // 2 - 4) // 2
+    return ReLUNet(
+        Normalize(*NORMALIZATION[dataset]),
+        nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
+        nn.Linear(200, 10),
+    )
+
+
+# Networks the verifier's IR cannot express (residual connections, BatchNorm in a block, max-pool):
+# build_model, checkpoints, training and the attacks take them; ``ARCHITECTURES`` stays the
+# feed-forward ReLU networks that export to ONNX and verify.
+TRAINING_ONLY_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "preact_resnet18": preact_resnet18,
+    "cw_mnist": cw_mnist,
+}
+
+
+def build_model(arch: str, dataset: str) -> nn.Module:
+    builder = ARCHITECTURES.get(arch) or TRAINING_ONLY_ARCHITECTURES.get(arch)
+    if builder is None:
+        known = [*ARCHITECTURES, *TRAINING_ONLY_ARCHITECTURES]
+        raise HamverifyError(f"unknown architecture {arch!r}; known: {', '.join(known)}")
     if dataset not in NORMALIZATION:
         raise HamverifyError(f"unknown dataset {dataset!r}; known: {', '.join(NORMALIZATION)}")
-    return ARCHITECTURES[arch](dataset)
+    return builder(dataset)
 
 
 CHECKPOINT_FORMAT = "hamverify-checkpoint-v1"

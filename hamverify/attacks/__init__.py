@@ -1,8 +1,11 @@
 """Adversarial attacks (torchattacks style: a tiny base class, one file per method)."""
 from .autoattack import AutoAttack
 from .base import Attack
+from .jpeg import JPEGAttack
 from .margin import MarginPGD, MarginResult
 from .pgd import PGD
 from .pgd_l2 import PGDL2
+from .recolor import ReColorAdv
+from .stadv import StAdv
 
-__all__ = ["Attack", "AutoAttack", "MarginPGD", "MarginResult", "PGD", "PGDL2"]
+__all__ = ["Attack", "AutoAttack", "JPEGAttack", "MarginPGD", "MarginResult", "PGD", "PGDL2", "ReColorAdv", "StAdv"]
