@@ -606,13 +606,14 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @click.option("--attack", "attack", default="autoattack", show_default=True,
               help="autoattack (torchattacks' standard AutoAttack), pgd (l_inf), pgd-l2, or the perceptual "
                    "attacks of the paper's Table 1 (hamverify's own code): stadv (Xiao et al.'s flow field), "
-                   "jpeg (Kang et al.'s quantized-DCT perturbation), recolor (Laidlaw & Feizi's ReColorAdv).")
+                   "jpeg (Kang et al.'s quantized-DCT perturbation), recolor (Laidlaw & Feizi's ReColorAdv), "
+                   "lpa (Laidlaw et al.'s LPA, self-bound LPIPS: the attacked model's own features).")
 @click.option("--norm", default=None, help="linf or l2 (default: l2 for pgd-l2, else linf; the perceptual "
                                            "attacks are l_inf in their own space).")
 @click.option("--eps", default=None,
-              help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps); stadv, jpeg, recolor: "
-                   "the attack's own bound (default 0.05 flow in grid units, 0.25 Kang et al.'s JPEG eps, "
-                   "0.06 colour offset).")
+              help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps); stadv, jpeg, recolor, "
+                   "lpa: the attack's own bound (default 0.05 flow in grid units, 0.25 Kang et al.'s JPEG eps, "
+                   "0.06 colour offset, 0.5 LPIPS).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
@@ -620,7 +621,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="pgd / pgd-l2: steps per restart (20); autoattack: iterations of APGD-CE, APGD-T and FAB-T "
                    "(default torchattacks' 10; the reference AutoAttack uses 100); stadv, jpeg, recolor: "
-                   "optimizer steps (100).")
+                   "optimizer steps (100); lpa: steps (40).")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="pgd / pgd-l2 only: restarts (10).")
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--split", default="test", show_default=True)
@@ -634,7 +635,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, steps, restarts, dataset, split,
                data_dir, out, quiet, download):
     """Empirical robust accuracy under AutoAttack, PGD (l_inf or l_2) or a perceptual attack
-    (StAdv, JPEG, ReColorAdv) over a data set slice."""
+    (StAdv, JPEG, ReColorAdv, LPA) over a data set slice."""
     from .config import check_writable
     from .curves import (PERCEPTUAL_BOUNDS, check_attack, default_attack_path, parse_attack_radius, run_attack,
                          write_json)

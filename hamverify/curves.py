@@ -18,12 +18,13 @@ from typing import Callable, Sequence
 
 from . import HamverifyError, __version__
 
-ATTACKS = ("autoattack", "pgd", "pgd-l2", "stadv", "jpeg", "recolor")
+ATTACKS = ("autoattack", "pgd", "pgd-l2", "stadv", "jpeg", "recolor", "lpa")
 # The perceptual attacks of the paper's Table 1 (hamverify's own code, hamverify.attacks.stadv / jpeg /
-# recolor) and their default bounds, each an l_inf bound in the attack's own space: the flow
-# (normalized grid units), the quantized JPEG coefficients (Kang et al.'s eps), the colour function.
-PERCEPTUAL_BOUNDS = {"stadv": 0.05, "jpeg": 0.25, "recolor": 0.06}
-PERCEPTUAL_STEPS = 100
+# recolor / lpa) and their default bounds, each in the attack's own space: l_inf bounds on the flow
+# (normalized grid units), the quantized JPEG coefficients (Kang et al.'s eps) and the colour
+# function; lpa's bound is on a self-bound LPIPS distance (the attacked model's own features).
+PERCEPTUAL_BOUNDS = {"stadv": 0.05, "jpeg": 0.25, "recolor": 0.06, "lpa": 0.5}
+PERCEPTUAL_STEPS = {"stadv": 100, "jpeg": 100, "recolor": 100, "lpa": 40}
 NORMS = ("linf", "l2")
 # The attack of each norm in the curves (the paper's PGD-20x10).
 CURVE_ATTACK = {"linf": "pgd", "l2": "pgd-l2"}
@@ -62,7 +63,8 @@ def check_attack(attack: str, norm: str) -> None:
     if attack == "pgd-l2" and norm != "l2":
         raise HamverifyError("--attack pgd-l2 is l_2 PGD: for l_inf use --attack pgd")
     if attack in PERCEPTUAL_BOUNDS and norm != "linf":
-        raise HamverifyError(f"--attack {attack} has an l_inf bound in its own space (--eps, default "
+        kind = "an LPIPS bound" if attack == "lpa" else "an l_inf bound in its own space"
+        raise HamverifyError(f"--attack {attack} has {kind} (--eps, default "
                              f"{PERCEPTUAL_BOUNDS[attack]:g}): --norm {norm} does not apply")
 
 
@@ -103,7 +105,7 @@ def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None,
     if restarts is not None:
         raise HamverifyError(f"--restarts applies to pgd and pgd-l2 only "
                              f"({attack} runs one optimization per input)")
-    steps = PERCEPTUAL_STEPS if steps is None else steps
+    steps = PERCEPTUAL_STEPS[attack] if steps is None else steps
     if attack == "stadv":
         from .attacks.stadv import StAdv
         return StAdv(eps, steps=steps)
@@ -111,6 +113,10 @@ def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None,
         import torch
         from .attacks.jpeg import JPEGAttack
         return JPEGAttack(eps, steps=steps, generator=torch.Generator().manual_seed(seed))
+    if attack == "lpa":
+        import torch
+        from .attacks.lpa import LPA
+        return LPA(eps, steps=steps, generator=torch.Generator().manual_seed(seed))
     from .attacks.recolor import ReColorAdv
     return ReColorAdv(eps, steps=steps)
 

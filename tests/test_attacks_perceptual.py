@@ -1,9 +1,10 @@
-"""The perceptual attacks of the paper's Table 1 (hamverify.attacks.stadv / jpeg / recolor), each
+"""The perceptual attacks of the paper's Table 1 (hamverify.attacks.stadv / jpeg / recolor / lpa), each
 against its paper's qualitative behaviour on an undefended tiny CIFAR-10 CNN: the attack drops the
 accuracy far below clean and far below random perturbations of the same budget, its points lie in
 [0, 1] and inside its own threat model (StAdv's flow within the bound, JPEG's perturbation in the
-quantized coefficients' l_inf ball, ReColorAdv one bounded colour function per image); and the
-`hamverify attack --attack stadv|jpeg|recolor` command end to end, with one-line errors."""
+quantized coefficients' l_inf ball, ReColorAdv one bounded colour function per image, LPA within
+its self-bound LPIPS ball); and the `hamverify attack --attack stadv|jpeg|recolor|lpa` command end
+to end, with one-line errors."""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from hamverify import HamverifyError
-from hamverify.attacks import JPEGAttack, ReColorAdv, StAdv
+from hamverify.attacks import LPA, JPEGAttack, ReColorAdv, StAdv
 from hamverify.attacks.jpeg import JPEGCodec
+from hamverify.attacks.lpa import feature_distance, self_features
 from hamverify.attacks.recolor import cieluv_to_rgb, rgb_to_cieluv
 from hamverify.attacks.stadv import apply_flow, flow_loss
 from hamverify.cli import main
@@ -201,6 +203,39 @@ def test_recolor_grey_images():
     assert x_adv.shape == x.shape and float((x_adv - x).abs().max()) <= 0.1 + 1e-6
 
 
+# -- LPA, self-bound ---------------------------------------------------------------------------
+def test_lpa_breaks_an_undefended_net_inside_its_self_bound_lpips_ball(net):
+    model, x, y, _ = net
+    x, y = x[:128], y[:128]
+    clean = _accuracy(model, x, y)
+    attack = LPA(bound=0.5, steps=20, generator=torch.Generator().manual_seed(0))
+    x_adv = attack(model, x, y)
+    feats = self_features(model)
+    with torch.no_grad():
+        f0 = feats(x)
+        dist = feature_distance(feats(x_adv), f0)
+    assert float(dist.max()) <= 0.5 + 1e-5 and torch.allclose(dist, attack.last_distance, atol=1e-6)
+    assert 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1
+    assert "self-bound" in attack.describe() and "self-bound" in attack.implementation()["lpips_network"]
+    # Random directions scaled (by bisection) to the same LPIPS distance.
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(x.shape, generator=g)
+    r = r / r.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    lo, hi = torch.zeros(len(x)), torch.full((len(x),), 60.0)
+    with torch.no_grad():
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            inside = feature_distance(feats((x + mid.view(-1, 1, 1, 1) * r).clamp(0, 1)), f0) <= 0.5
+            lo, hi = torch.where(inside, mid, lo), torch.where(inside, hi, mid)
+    _qualitative(clean, _accuracy(model, (x + lo.view(-1, 1, 1, 1) * r).clamp(0, 1), y), _accuracy(model, x_adv, y))
+
+
+def test_lpa_needs_hidden_activations():
+    onnx_like = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    with pytest.raises(HamverifyError, match="forward_with_preacts"):
+        LPA(steps=1)(onnx_like, torch.rand(2, 3, 2, 2), torch.tensor([0, 1]))
+
+
 # -- the attack command ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -222,7 +257,7 @@ def one_error_line(res) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("attack", ["stadv", "jpeg", "recolor"])
+@pytest.mark.parametrize("attack", ["stadv", "jpeg", "recolor", "lpa"])
 def test_attack_command_runs_each_perceptual_attack(checkpoint, root, tmp_path, attack):
     out = tmp_path / "r.json"
     res = invoke("attack", "--model", checkpoint, "--attack", attack, "--count", 6, "--steps", 3,
@@ -242,7 +277,7 @@ def test_attack_command_runs_each_perceptual_attack(checkpoint, root, tmp_path, 
 
 def test_attack_command_errors(checkpoint, root):
     line = one_error_line(invoke("attack", "--model", checkpoint, "--attack", "nosuch", "--data-dir", root))
-    assert all(name in line for name in ("stadv", "jpeg", "recolor", "autoattack"))
+    assert all(name in line for name in ("stadv", "jpeg", "recolor", "lpa", "autoattack"))
     assert "l_inf" in one_error_line(invoke("attack", "--model", checkpoint, "--attack", "stadv", "--norm", "l2",
                                             "--data-dir", root))
     assert "--restarts" in one_error_line(invoke("attack", "--model", checkpoint, "--attack", "jpeg",
@@ -255,3 +290,5 @@ def test_make_attack_builds_each_with_its_bound():
     jpeg = make_attack("jpeg", "linf", 0.5, seed=3, steps=7)
     assert isinstance(jpeg, JPEGAttack) and jpeg.steps == 7 and jpeg.coefficient_bound == 0.25
     assert isinstance(make_attack("recolor", "linf", 0.06), ReColorAdv)
+    lpa = make_attack("lpa", "linf", 0.5)
+    assert isinstance(lpa, LPA) and lpa.steps == 40
