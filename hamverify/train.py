@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from . import HamverifyError
 from .attacks import PGD
 from .config import parse_eps
-from .models import DEFAULT_ARCH, build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from .models import (DEFAULT_ARCH, TRAINING_ONLY_ARCHITECTURES, build_model, load_checkpoint, read_checkpoint,
+                     save_checkpoint)
 from .recipes import DEFAULT_RECIPE, recipe_overrides
 from .losses import (INITS, LOSSES, certified_margin_lower, crown_margin_lower, initialize, relu_balance_loss,
                      robust_loss, tightness_loss)
@@ -112,6 +113,18 @@ class TrainConfig:
                 raise HamverifyError(f"invalid training setting: {what}")
         if self.select.startswith("best-val") and self.val_count < 1:
             raise HamverifyError(f"select {self.select} needs --val-count > 0")
+        if self.arch in TRAINING_ONLY_ARCHITECTURES:
+            # Interval bounds walk a Sequential of affine layers and ReLUs: a ResNet or a max-pool
+            # net has no such form, so the bound-based terms cannot train it.
+            needs_bounds = [what for ok, what in ((self.loss != "ce", f"loss {self.loss}"),
+                                                  (self.reg == "rs", "reg rs"),
+                                                  (self.select == "best-val-cert", "select best-val-cert"),
+                                                  (self.init == "ibp", "init ibp"),
+                                                  (self.warmup_reg > 0, "warmup_reg")) if ok]
+            if needs_bounds:
+                raise HamverifyError(f"arch {self.arch} is for training and attacks only (not verifiable): "
+                                     f"{', '.join(needs_bounds)} need interval bounds; use e.g. --recipe paper-sgd "
+                                     f"or hv-gs8-gh3000 (Hamming terms, CE)")
 
     @classmethod
     def from_sources(cls, recipe: str | None = None, file_values: dict | None = None,
@@ -359,13 +372,18 @@ def certified_accuracy(model, x, y, eps, batch=500) -> float:
     return hits / max(len(x), 1)
 
 
+def _unstable_ia(model, cfg: TrainConfig, x) -> list[float]:
+    """Unstable ReLUs per layer under interval bounds; [] for a training-only arch (no IA form)."""
+    return [] if cfg.arch in TRAINING_ONLY_ARCHITECTURES else unstable_counts_ia(model, x, cfg.eps)
+
+
 def evaluate_epoch(model, cfg: TrainConfig, data: DeviceData, epoch: int) -> dict:
     model.eval()
     constant, pred_classes = output_degeneracy(model, data.x_eval)
     out = {"test_clean": _accuracy(model, data.x_eval, data.y_eval),
            "test_pgd": robust_accuracy(model, data.x_eval, data.y_eval, cfg.eps, cfg.eval_pgd_steps,
                                        cfg.eval_pgd_restarts, seed=cfg.seed * 7919 + epoch),
-           "unstable_ia": unstable_counts_ia(model, data.x_eval[:200], cfg.eps),
+           "unstable_ia": _unstable_ia(model, cfg, data.x_eval[:200]),
            "constant": constant, "pred_classes": pred_classes}
     if cfg.loss != "ce" or cfg.select == "best-val-cert":
         out["test_cert"] = certified_accuracy(model, data.x_eval, data.y_eval, cfg.eps)
@@ -574,7 +592,7 @@ def train(cfg: TrainConfig, out_dir, device="auto", data_dir=None, resume=None,
     final_model.to(device)
     final = {"clean": _accuracy(final_model, data.x_eval, data.y_eval),
              "pgd": robust_accuracy(final_model, data.x_eval, data.y_eval, cfg.eps, 20, 10, seed=cfg.seed),
-             "unstable_ia": unstable_counts_ia(final_model, data.x_eval[:200], cfg.eps),
+             "unstable_ia": _unstable_ia(final_model, cfg, data.x_eval[:200]),
              **({"cert": certified_accuracy(final_model, data.x_eval, data.y_eval, cfg.eps)}
                 if cfg.loss != "ce" or cfg.select == "best-val-cert" else {}),
              "eval_count": len(data.x_eval), "selected_epoch": state.best_epoch or state.epoch,
