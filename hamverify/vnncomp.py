@@ -557,13 +557,16 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
 
 
 def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "disjunction", tol: float = 1e-6,
-           seed: int = 0, t0: float | None = None, stages=STAGES) -> InstanceResult:
+           seed: int = 0, t0: float | None = None, stages=STAGES, checker: Checker | None = None) -> InstanceResult:
+    """Decide ``spec`` on the imported network.  ``checker``: a :class:`Checker` (subclass) to
+    validate counterexamples with instead of ``Checker(imported, proto)`` (VNN-LIB 2.0 queries,
+    :mod:`hamverify.vnnlib2`: several networks, strict rows)."""
     t0 = time.monotonic() if t0 is None else t0
     net = imported.net
     if spec.n_inputs != net.input_size or spec.n_outputs != net.num_classes:
         raise HamverifyError(f"{spec.source}: declares {spec.n_inputs} inputs and {spec.n_outputs} outputs; "
                              f"the network {imported.source} has {net.input_size} and {net.num_classes}")
-    checker = Checker(imported, proto)
+    checker = Checker(imported, proto) if checker is None else checker
     stages = parse_stages(stages)
     stats = {"milp_solves": 0, "reasons": [], "by": [], "times": {}}
     verdicts = []
