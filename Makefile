@@ -16,7 +16,7 @@ DEMO_FLAGS ?=
 setup: $(VENV)/.installed
 
 # The exact torch of the install path: the CPU wheel 2.13.0 (an unpinned torch would pull a multi-GB
-# CUDA build).  pyproject.toml only asks for a range; the pin rides on both pip command lines, so the
+# CUDA build).  pyproject.toml only asks for a range; the pin rides on every pip command line, so the
 # project's own install cannot move torch to another version.
 TORCH_PIN ?= torch==2.13.0
 
@@ -29,11 +29,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q '$(TORCH_PIN)'
 	$(BIN)/pip install -q -e '.[test]' '$(TORCH_PIN)'
-	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)'
+	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)' '$(TORCH_PIN)'
 	touch $@
 
 attacks: setup
-	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)'
+	$(BIN)/pip install -q --no-deps '$(TORCHATTACKS_PIN)' '$(TORCH_PIN)'
 
 demo: setup
 	$(BIN)/hamverify verify --eps 8/255 --workers 2 --count $(DEMO_COUNT) $(DEMO_FLAGS)
