@@ -83,10 +83,12 @@ for _name in ("ibp", "crown-ibp", "sabr", "mtl-ibp"):
 RECIPES["rs-xiao"] = {"reg": "rs", "adv_steps": 40, "rs_weight": 1.0, "l1": 1e-5, "eps_start_ratio": 0.0,
                       "select": "best-val", "val_count": 1000}
 
-# The default: the winner at CIFAR-10 8/255 on held-out training images (docs/TRAINING.md round 6):
-# IBP beside the Hamming and stability terms, 30 epochs, beat the earlier default hv-gs8-gh3000
-# (the winner of rounds 1-5, 100 epochs).  On MNIST 0.1 plain `ibp` verified more (round 6).
-DEFAULT_RECIPE = "ibp-hv"
+# The default, by the measurements (docs/TRAINING.md rounds 6-7): the IBP certified loss alone.
+# Beside it the Hamming and stability terms hurt verified accuracy on held-out training images at
+# both settings measured -- CIFAR-10 8/255: 25.5 % without them against 21.7 % with them (and
+# 24.66 % vs 22.00 % on the test set); MNIST 0.1: 95.8 % vs 91.1 % -- while the exact verifier
+# needs no more than 0.04-0.06 s per input without them.  `ibp-hv` (IBP + Hamming) stays one flag away.
+DEFAULT_RECIPE = "ibp"
 
 
 def recipe_overrides(name: str) -> dict:

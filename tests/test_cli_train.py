@@ -75,7 +75,7 @@ def trained(tmp_path_factory, data_root):
 def test_train_small_writes_a_loadable_checkpoint(trained):
     out, result = trained
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert f"training cifar_small on cifar10, reg hamming, recipe {DEFAULT_RECIPE}" in result.output
+    assert f"training cifar_small on cifar10, reg none, recipe {DEFAULT_RECIPE}" in result.output
     assert re.search(r"done: clean \d+\.\d+%  PGD \d+\.\d+% on 32 test images", result.output)
     model, meta = load_checkpoint(out / "model.pt")
     assert meta["arch"] == "cifar_small" and meta["dataset"] == "cifar10" and meta["eps"] == 8 / 255

@@ -105,14 +105,16 @@ def test_defaults_are_method_md():
 
 def test_train_small_default_is_the_measured_winner():
     cfg = TrainConfig.from_sources()
-    assert cfg.recipe == DEFAULT_RECIPE == "ibp-hv"
-    assert (cfg.loss, cfg.reg, cfg.init, cfg.epochs) == ("ibp", "hamming", "ibp", 30)
-    assert (cfg.stability_form, cfg.gamma_s, cfg.gamma_h, cfg.gamma_ramp) == ("logits-mean", 8.0, 3000.0, 1.0)
+    assert cfg.recipe == DEFAULT_RECIPE == "ibp"
+    assert (cfg.loss, cfg.reg, cfg.init, cfg.epochs) == ("ibp", "none", "ibp", 30)
     assert (cfg.collapse_policy, cfg.select, cfg.val_count) == ("rollback", "best-val-cert", 1000)
+    hv = TrainConfig.from_sources(recipe="ibp-hv")  # the Hamming terms beside it, one flag away
+    assert (hv.loss, hv.reg, hv.epochs, hv.select) == ("ibp", "hamming", 30, "best-val-cert")
+    assert (hv.stability_form, hv.gamma_s, hv.gamma_h, hv.gamma_ramp) == ("logits-mean", 8.0, 3000.0, 1.0)
 
 
 def test_from_sources_precedence():
-    assert TrainConfig.from_sources().gamma_h == 3000.0                                            # default recipe
+    assert TrainConfig.from_sources(recipe="ibp-hv").gamma_h == 3000.0                             # recipe
     assert TrainConfig.from_sources(recipe="gh900").gamma_h == 900.0                                # < recipe
     assert TrainConfig.from_sources(recipe="gh900", file_values={"gamma_h": 1234.0}).gamma_h == 1234.0  # < file
     cfg = TrainConfig.from_sources(recipe="gh900", file_values={"gamma_h": 1234.0, "epochs": 7},
@@ -173,7 +175,8 @@ def test_adv_ce_takes_the_ce_on_a_pgd_point():
     x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
     terms = {}
     for share in (0.0, 1.0):
-        cfg = TrainConfig.from_sources(cli_values={"dataset": "mnist", "arch": "tiny_mlp", "eps": 0.3,
+        cfg = TrainConfig.from_sources(recipe="hv-gs8-gh3000",  # the Hamming recipe: the corners' term is compared
+                                       cli_values={"dataset": "mnist", "arch": "tiny_mlp", "eps": 0.3,
                                                    "adv_ce": share, "adv_steps": 5})
         with torch.no_grad():  # the initial terms are logged under no_grad: PGD must still work there
             _, terms[share] = T.regularized_loss(model, cfg, x, y, 0.3, 1.0, torch.Generator().manual_seed(1))
@@ -350,7 +353,7 @@ def test_rollback_gives_up_after_max_rollbacks(data_root, tmp_path, monkeypatch)
 
 def test_resume_gives_identical_weights(data_root, tmp_path, monkeypatch):
     settings = _small(epochs=2, subset=128, batch_size=32, eval_count=8)  # CIFAR-10: augmentation on
-    cfg = TrainConfig.from_sources(cli_values=settings)
+    cfg = TrainConfig.from_sources(recipe="ibp-hv", cli_values=settings)  # corners: the RNG state matters
     assert cfg.augment and cfg.reg == "hamming"
     full = tmp_path / "full"
     train(cfg, full, device="cpu", progress=False, log=_quiet)
@@ -366,7 +369,8 @@ def test_resume_gives_identical_weights(data_root, tmp_path, monkeypatch):
     part = tmp_path / "part"
     monkeypatch.setattr(T, "evaluate_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig.from_sources(cli_values=settings), part, device="cpu", progress=False, log=_quiet)
+        train(TrainConfig.from_sources(recipe="ibp-hv", cli_values=settings), part, device="cpu", progress=False,
+              log=_quiet)
     monkeypatch.setattr(T, "evaluate_epoch", real)
     assert read_checkpoint(part / "last.pt")["run_state"]["epoch"] == 1
     assert not (part / "model.pt").exists()
