@@ -28,18 +28,23 @@ class PGD(Attack):
         self.step_size = 2.5 * self.eps / max(self.steps, 1) if step_size is None else float(step_size)
         self.generator = generator
 
+    def _start(self, x):
+        """A uniform random point of the ball around x (then into [0, 1])."""
+        noise = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return self.project(x + (noise * 2 - 1) * self.eps, x)
+
+    def _direction(self, grad):
+        """The steepest-ascent direction of the norm's unit ball: the sign, for l_inf."""
+        return grad.sign()
+
     def _one_restart(self, model, x, y):
-        if self.random_start:
-            noise = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-            x_adv = self.project(x + (noise * 2 - 1) * self.eps, x)
-        else:
-            x_adv = x.clone()
+        x_adv = self._start(x) if self.random_start else x.clone()
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():  # callers may be inside no_grad (training's initial terms)
                 loss = F.cross_entropy(model(x_adv), y)
                 grad, = torch.autograd.grad(loss, x_adv)
-            x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
+            x_adv = self.project(x_adv.detach() + self.step_size * self._direction(grad), x)
         return x_adv.detach()
 
     def perturb(self, model, x, y):

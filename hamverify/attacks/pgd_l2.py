@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .base import Attack
+from .pgd import PGD
 
 _TINY = 1e-12
 
@@ -25,8 +24,8 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
     return (x + delta * scale).clamp(0, 1)
 
 
-class PGDL2(Attack):
-    """l_2 PGD with random start and restarts (same interface as ``PGD``).
+class PGDL2(PGD):
+    """l_2 PGD with random start and restarts: ``PGD`` with the l_2 ball's start, step and projection.
 
     Arguments:
         eps: radius of the l_2 ball (pixel units, over all C*H*W entries).
@@ -44,15 +43,12 @@ class PGDL2(Attack):
     def __init__(self, eps: float = 0.5, steps: int = 20, restarts: int = 10,
                  step_size: float | None = None, random_start: bool = True,
                  generator: torch.Generator | None = None):
-        super().__init__(eps)
-        self.steps, self.restarts, self.random_start = int(steps), int(restarts), random_start
-        self.step_size = 2.5 * self.eps / max(self.steps, 1) if step_size is None else float(step_size)
-        self.generator = generator
+        super().__init__(eps, steps, restarts, step_size, random_start, generator)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return project_l2(x_adv, x, self.eps)
 
-    def _random_start(self, x: torch.Tensor) -> torch.Tensor:
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
         """A point uniform in the l_2 ball around x (Gaussian direction, radius eps * u^(1/d))."""
         direction = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
         direction = direction / torch.clamp(_flat_norm(direction), min=_TINY)
@@ -60,30 +56,5 @@ class PGDL2(Attack):
         u = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=self.generator, device=x.device, dtype=x.dtype)
         return self.project(x + direction * self.eps * u.pow(1.0 / d), x)
 
-    def _one_restart(self, model, x, y):
-        x_adv = self._random_start(x) if self.random_start else x.clone()
-        for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(x_adv), y)
-                grad, = torch.autograd.grad(loss, x_adv)
-            step = grad / torch.clamp(_flat_norm(grad), min=_TINY)
-            x_adv = self.project(x_adv.detach() + self.step_size * step, x)
-        return x_adv.detach()
-
-    def perturb(self, model, x, y):
-        best = x.clone()
-        if self.eps == 0:
-            return best
-        broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(max(self.restarts, 1)):
-            todo = ~broken
-            if not todo.any():
-                break
-            x_adv = self._one_restart(model, x[todo], y[todo])
-            with torch.no_grad():
-                wrong = model(x_adv).argmax(1) != y[todo]
-            idx = todo.nonzero().squeeze(1)
-            best[idx] = x_adv
-            broken[idx[wrong]] = True
-        return best
+    def _direction(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / torch.clamp(_flat_norm(grad), min=_TINY)
