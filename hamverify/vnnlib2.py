@@ -76,7 +76,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import HamverifyError
-from .vnnlib import _NUMBER, MAX_CASES, Case, VnnlibSpec, _read_text
+from .vnnlib import _NUMBER, MAX_CASES, Case, VnnlibSpec, _add, _read_text, _scale
 
 VERSIONS = ("1.0", "2.0")
 # The element types of ONNX's IR.md (the names VNN-LIB uses), and VNN-LIB's own "Real".
@@ -210,20 +210,6 @@ class _Index:  # the contents of [...]: a shape or an element's indices
 
 class _NonLinear(Exception):
     pass
-
-
-def _lin_add(terms):
-    coeffs: dict = {}
-    const = 0.0
-    for c, k in terms:
-        for var, v in c.items():
-            coeffs[var] = coeffs.get(var, 0.0) + v
-        const += k
-    return {var: v for var, v in coeffs.items() if v != 0.0}, const
-
-
-def _lin_scale(term, s: float):
-    return {var: v * s for var, v in term[0].items() if v * s != 0.0}, term[1] * s
 
 
 class _Reader:
@@ -433,25 +419,25 @@ class _QueryParser:
         if not args:
             self.fail(line, f"({op}) without arguments")
         if op == "+":
-            return _lin_add(args)
+            return _add(args)
         if op == "-":
             if len(args) == 1:
-                return _lin_scale(args[0], -1.0)
-            return _lin_add([args[0]] + [_lin_scale(a, -1.0) for a in args[1:]])
+                return _scale(args[0], -1.0)
+            return _add([args[0]] + [_scale(a, -1.0) for a in args[1:]])
         if op == "*":
             result = args[0]
             for a in args[1:]:
                 if result[0] and a[0]:
                     raise _NonLinear(f"{self.source}:{line}: a product of variables (polynomial arithmetic is outside "
                                      f"the linear fragment)")
-                result = _lin_scale(a, result[1]) if not result[0] else _lin_scale(result, a[1])
+                result = _scale(a, result[1]) if not result[0] else _scale(result, a[1])
             return result
         if op == "/":
             if len(args) != 2 or args[1][0]:
                 raise _NonLinear(f"{self.source}:{line}: a division by a variable (outside the linear fragment)")
             if args[1][1] == 0:
                 self.fail(line, "division by zero")
-            return _lin_scale(args[0], 1.0 / args[1][1])
+            return _scale(args[0], 1.0 / args[1][1])
         self.fail(line, f"unsupported operator {op!r} in an expression")
 
     def row(self, lin, strict: bool) -> Row:
@@ -483,13 +469,13 @@ class _QueryParser:
                 self.fail(line, f"({op} ...) needs {'two' if op == '!=' else 'two or more'} arguments")
             rows = []
             for a, b in zip(terms, terms[1:]):
-                diff = _lin_add([a, _lin_scale(b, -1.0)])  # a - b
+                diff = _add([a, _scale(b, -1.0)])  # a - b
                 if op == "!=":
-                    return [[self.row(diff, True)], [self.row(_lin_scale(diff, -1.0), True)]]
+                    return [[self.row(diff, True)], [self.row(_scale(diff, -1.0), True)]]
                 if op in ("<=", "<", "==", "="):
                     rows.append(self.row(diff, op == "<"))
                 if op in (">=", ">", "==", "="):
-                    rows.append(self.row(_lin_scale(diff, -1.0), op == ">"))
+                    rows.append(self.row(_scale(diff, -1.0), op == ">"))
             return [rows]
         if op == "not":
             self.fail(line, "'not' is not part of VNN-LIB (write the negated comparison instead)")
