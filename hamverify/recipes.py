@@ -62,6 +62,17 @@ RECIPES["hv-e15"] = {**RECIPES["hv-gs8-gh3000"], "train_eps_factor": 1.5}
 RECIPES["hv-adv"] = {**RECIPES["hv-gs8-gh3000"], "adv_ce": 1.0}
 RECIPES["hv-adv-gh300"] = {**RECIPES["hv-adv"], "gamma_h": 300.0, "gamma_ramp": 1.0, "adv_steps": 5}
 
+# The paper's ablation (its Table 3; issue 15, docs/ABLATIONS.md): each regularizer alone, the
+# other's weight set to 0 and everything else kept.  The paper ran it with its SGD recipe (Appendix A:
+# SGD, peak 0.1, weight decay 5e-4; γ_S 0.8, γ_H 2,400 on its PreActResNet18 -- add --gamma-s 0.8
+# or --gamma-h 2400 for those), so "paper-sgd-*" are the paper's rows; "hv-*" are the same two rows
+# for the Hamming default hv-gs8-gh3000 (logit stability γ_S 8, γ_H 3000, rollback, best-val).
+# "stability-only": γ_H = 0 (corners and the stability term L_S only); "hamming-only": γ_S = 0
+# (the Hamming term L_H only).  The dense regularizer of Table 4 is --reg hamming-dense on either.
+for _base, _prefix in (("paper-sgd", "paper-sgd"), ("hv-gs8-gh3000", "hv")):
+    RECIPES[f"{_prefix}-stability-only"] = {**RECIPES[_base], "gamma_h": 0.0}
+    RECIPES[f"{_prefix}-hamming-only"] = {**RECIPES[_base], "gamma_s": 0.0}
+
 # Certified training (issue 14, docs/TRAINING.md round 6): a robust term over the whole eps-box,
 # Shi et al. 2021's IBP init and warm-up regularizers, eps ramped from 0 over 5 % -> 50 % of the
 # epochs while κ moves the weight from the clean CE to the robust term, 30 epochs (what was
