@@ -131,8 +131,15 @@ def main():
 @click.option("--arch", default=None, help="Architecture name (default: cifar_small / mnist_small).")
 @click.option("--recipe", default=None, help="Named recipe (hamverify.recipes); flags override it.")
 @click.option("--epochs", type=int, default=None, help="Epochs (default 100); every schedule's knots scale with it.")
-@click.option("--reg", type=click.Choice(["hamming", "rs", "none"]), default=None,
-              help="Regularizer: Hamming + stability terms, Xiao et al.'s RS loss, or none.")
+@click.option("--reg", type=click.Choice(["hamming", "hamming-dense", "rs", "none"]), default=None,
+              help="Regularizer: Hamming + stability terms on each sample's corner pair, the same over every "
+                   "pair of the batch with heat-kernel weights (hamming-dense, the paper's Eq. 14), "
+                   "Xiao et al.'s RS loss, or none.")
+@click.option("--dense-scale", type=float, default=None,
+              help="hamming-dense: kernel scale s of exp(-||x_i - x_j||²/s), squared pixel l2 "
+                   "(default 2·4·d·eps², twice a corner pair's: 24.2 at CIFAR-10 8/255).")
+@click.option("--dense-min-weight", type=float, default=None,
+              help="hamming-dense: drop pairs weighing less than this relative to a corner pair (1e-2; 0: all pairs, exact).")
 @click.option("--loss", type=click.Choice(["ce", "ibp", "crown-ibp", "sabr", "mtl-ibp"]), default=None,
               help="Certified-training term beside the CE (default ce: none); combines with --reg.")
 @click.option("--kappa-start", type=float, default=None, help="Weight of the clean CE at the ramp's start (1).")

@@ -6,6 +6,8 @@ so no regularizer re-implements the model.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,3 +71,58 @@ def unstable_counts_ia(model: nn.Sequential, x: torch.Tensor, eps: float) -> lis
     """Mean number of unstable ReLUs (l < 0 < u) per layer under interval bounds."""
     return [float(((l < 0) & (u > 0)).sum(1).float().mean())
             for l, u in interval_preact_bounds(model, x, eps)]
+
+
+# ---- the dense regularizer of Eq. 14 (the paper's Table 4 ablation) ----
+
+def default_dense_scale(x: torch.Tensor, eps: float) -> float:
+    """Eq. 14's kernel scale s when none is given: twice the squared l2 distance between a sample's two
+    opposite corners at ``eps`` (``2 · 4·d·eps²``; 24.2 at CIFAR-10 8/255), so that a pair of
+    different images (squared distance ~50-300 on CIFAR-10) weighs exp(-(D - 4·d·eps²)/s) against a
+    corner pair's 1."""
+    return 2.0 * 4.0 * x[0].numel() * eps * eps
+
+
+def dense_pairs(points: torch.Tensor, n: int, scale: float, min_weight: float = 0.0):
+    """The pairs (i < j) of the 2n perturbed points ``points = [x+; x-]`` that Eq. 14 sums, with
+    their heat-kernel weights L_ij = exp(-||p_i - p_j||²/s) divided by the batch's mean corner-pair
+    weight (pair (i, i+n)): at equal γ's the dense term is then the sparse one (every corner pair
+    weighing 1) plus the pairs across images. Eq. 14 as printed differs by that one factor per batch,
+    a rescaling of the γ's. Pairs whose weight is below ``min_weight`` are dropped (0: every pair).
+    The weights depend on the inputs only, so they carry no gradient. Returns (i, j, w)."""
+    if scale <= 0:
+        raise ValueError(f"dense kernel scale {scale} (must be > 0)")
+    with torch.no_grad():
+        flat = points.flatten(1)
+        d2 = torch.cdist(flat, flat).square()
+        idx = torch.arange(n, device=points.device)
+        # log of the mean corner-pair weight, in log space so that a small s cannot make it 0/0
+        log_corner = torch.logsumexp(-d2[idx, idx + n] / scale, dim=0) - math.log(n)
+        i, j = torch.triu_indices(2 * n, 2 * n, offset=1, device=points.device)
+        w = torch.exp(-d2[i, j] / scale - log_corner)
+        if min_weight > 0:
+            keep = w >= min_weight
+            i, j, w = i[keep], j[keep], w[keep]
+    return i, j, w
+
+
+def hamming_loss_dense(preacts, i, j, w, n: int, alpha: float = 8.0) -> torch.Tensor:
+    """Eq. 14's Hamming part: (1/n) Σ_pairs w_ij · (1/L) Σ_l (mean_k H_a(z_il k, z_jl k))², over the
+    pre-activations of the 2n perturbed points (every pair at once, no Python loop over pairs);
+    with the n corner pairs alone at weight 1 it is hamming_loss."""
+    per_layer = []
+    for z in preacts:
+        t = torch.tanh(alpha * z)
+        per_layer.append((t[i] - t[j]).abs().mean(dim=1).square())
+    return (w * torch.stack(per_layer, dim=1).mean(dim=1)).sum() / n
+
+
+def stability_loss_dense(logits, i, j, w, n: int, form: str = "softmax-mean") -> torch.Tensor:
+    """Eq. 14's output part, Σ_pairs w_ij ||f(p_i) - f(p_j)||², in stability_loss's ``form`` (softmax
+    or logits; ``-mean`` divides by n, the batch size); with the corner pairs alone it is stability_loss."""
+    if form not in STABILITY_FORMS:
+        raise ValueError(f"unknown stability form {form!r}; known: {', '.join(STABILITY_FORMS)}")
+    if form.startswith("softmax"):
+        logits = F.softmax(logits, dim=1)
+    total = (w * (logits[i] - logits[j]).square().sum(dim=1)).sum()
+    return total if form.endswith("sum") else total / n
