@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's ablations (issue 15 item 4, docs/ABLATIONS.md): its Table 3 (stability term only,
 # Hamming term only, both) and Table 4 (the dense regularizer of Eq. 14 against the sparse one) on
-# CIFAR-10 at 8/255, for the Hamming default hv-gs8-gh3000, all with the same compressed 15-epoch
+# CIFAR-10 at 8/255, for the Hamming default hv-gs8-gh3000, all with the same compressed 10-epoch
 # schedule (the paper: 100 epochs, on a PreActResNet18), on the 2-core CPU machine, one after another.
 # Then each model is measured: hamverify evaluate (clean, PGD-20 x 10, 500 test images) and
 # hamverify stats (unstable ReLUs under interval and symbolic bounds, 500 test images), as JSON beside
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export HAMVERIFY_DATA=${HAMVERIFY_DATA:-$(cd .. && pwd)/shared/data}
 HV=${HV:-.venv/bin/hamverify}
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-10}
 D=runs/abl15
 mkdir -p "$D"
 COMMON=(--dataset cifar10 --eps 8/255 --epochs "$EPOCHS")
