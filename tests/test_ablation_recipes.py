@@ -2,7 +2,9 @@
 loop over pairs, and the stability-only / Hamming-only recipes and --reg hamming-dense through the CLI."""
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ try:  # tests/ is on sys.path under pytest's default import mode
 except ImportError:  # tests/ as a package
     from tests.conftest import has_data, shared_data_root
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NEW_RECIPES = ("paper-sgd-stability-only", "paper-sgd-hamming-only", "hv-stability-only", "hv-hamming-only")
 
 
@@ -178,3 +181,46 @@ def test_each_ablation_recipe_trains_through_the_cli(tmp_path, mnist_root, recip
     assert meta["config"]["recipe"] == recipe
     want = {k: v for k, v in RECIPES[recipe].items() if k != "val_count"}
     assert {k: meta["config"][k] for k in want} == want
+
+
+# ------------------------------------------------------------------------------------------ the tables script
+
+
+def _load_tables_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ablation_tables", REPO_ROOT / "scripts" / "ablation_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_tables_read_the_measurements(tmp_path):
+    """docs/ABLATIONS.md's numbers come from the evaluate / stats JSON and the run's log, not by hand."""
+    tables = _load_tables_script()
+    common, args = tables.script_runs()
+    assert set(args) == {"hv_both", "hv_stability-only", "hv_hamming-only", "hv_dense"}
+    assert "--epochs" in common and "$EPOCHS" not in " ".join(common)
+    assert "--reg hamming-dense" in args["hv_dense"]
+    run = tmp_path / "hv_both"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"epochs": 7}))
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"epoch": 1, "epoch_time": 30.0}, {"epoch": 2, "epoch_time": 50.0},
+        {"epoch": "final", "selected_epoch": 2, "rollbacks": 0, "train_seconds": 600.0})))
+    (tmp_path / "hv_both.evaluate.json").write_text(json.dumps(
+        {"count": 500, "clean_accuracy": 0.4321, "pgd_accuracy": 0.2468, "pgd_steps": 20, "pgd_restarts": 10}))
+    layer = {"unstable": 2.5}
+    (tmp_path / "hv_both.stats.json").write_text(json.dumps({"indices": list(range(500)), "models": [
+        {"methods": {"ia": {"per_layer": [layer, layer], "bounds_proven_share": 0.1},
+                     "symbolic": {"per_layer": [{"unstable": 1.0}, {"unstable": 0.5}], "bounds_proven_share": 0.2}}}]}))
+    out = tables.blocks(runs=tmp_path)
+    both = next(line for line in out["table3"].splitlines() if "hv-gs8-gh3000" in line)
+    assert "| 24.68 | 43.21 |" in both and "5.0 (2.5 / 2.5)" in both and "1.5 (1.0 / 0.5)" in both
+    assert "| 20.00 |" in both and "2 of 7, 10 min" in both
+    assert "not run yet" in out["table4"] and "--epochs 7 --recipe hv-gs8-gh3000" in out["commands"]
+    doc = tmp_path / "doc.md"
+    doc.write_text("".join(f"x\n<!-- ablation_tables:{k} -->\nold\n<!-- /ablation_tables:{k} -->\n" for k in out))
+    assert tables.main(["--runs", str(tmp_path), "--check", str(doc)]) == 1
+    assert tables.main(["--runs", str(tmp_path), "--write", str(doc)]) == 0
+    assert tables.main(["--runs", str(tmp_path), "--check", str(doc)]) == 0
+    assert "24.68" in doc.read_text() and "old" not in doc.read_text()
