@@ -18,13 +18,17 @@ from typing import Callable, Sequence
 
 from . import HamverifyError, __version__
 
-ATTACKS = ("autoattack", "pgd", "pgd-l2", "stadv", "jpeg", "recolor", "lpa")
+ATTACKS = ("autoattack", "pgd", "pgd-l2", "stadv", "jpeg", "recolor", "ppgd", "lpa")
 # The perceptual attacks of the paper's Table 1 (hamverify's own code, hamverify.attacks.stadv / jpeg /
-# recolor / lpa) and their default bounds, each in the attack's own space: l_inf bounds on the flow
-# (normalized grid units), the quantized JPEG coefficients (Kang et al.'s eps) and the colour
-# function; lpa's bound is on a self-bound LPIPS distance (the attacked model's own features).
-PERCEPTUAL_BOUNDS = {"stadv": 0.05, "jpeg": 0.25, "recolor": 0.06, "lpa": 0.5}
-PERCEPTUAL_STEPS = {"stadv": 100, "jpeg": 100, "recolor": 100, "lpa": 40}
+# recolor / ppgd / lpa) and their default bounds, each in the attack's own space: l_inf bounds on the
+# flow (normalized grid units), the quantized JPEG coefficients (Kang et al.'s eps) and the colour
+# function; ppgd's and lpa's bound is on an LPIPS distance (by default self-bound: the attacked
+# model's own features; or a local weights file's).
+PERCEPTUAL_BOUNDS = {"stadv": 0.05, "jpeg": 0.25, "recolor": 0.06, "ppgd": 0.5, "lpa": 0.5}
+PERCEPTUAL_STEPS = {"stadv": 100, "jpeg": 100, "recolor": 100, "ppgd": 40, "lpa": 40}
+LPIPS_ATTACKS = ("ppgd", "lpa")
+# Tolerance of the membership check of an attack's points (float rounding of the projections).
+POINT_TOL = 1e-5
 NORMS = ("linf", "l2")
 # The attack of each norm in the curves (the paper's PGD-20x10).
 CURVE_ATTACK = {"linf": "pgd", "l2": "pgd-l2"}
@@ -36,7 +40,9 @@ def parse_radius(text, norm: str, what: str = "--eps") -> float:
     """'0.1', '8/255', '2e-3' -> a radius >= 0 (l_inf: at most 1, pixel units); else a one-line error."""
     try:
         value = float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError):
+    except ZeroDivisionError:
+        raise HamverifyError(f"invalid {what} {text!r}: division by zero") from None
+    except ValueError:
         raise HamverifyError(f"invalid {what} {text!r}: use a number like 0.1, 2e-3 or a fraction like 8/255") from None
     if not math.isfinite(value) or value < 0:
         raise HamverifyError(f"invalid {what} {text!r}: must be >= 0")
@@ -46,11 +52,24 @@ def parse_radius(text, norm: str, what: str = "--eps") -> float:
 
 
 def parse_radii(text: str, norm: str) -> list[float]:
-    """'0,0.02,0.04' -> the sorted distinct radii; a one-line error for an empty or bad list."""
+    """'0,0.02,0.04' or a grid 'FIRST:LAST:N' ('0:32/255:9': 9 evenly spaced radii), or both
+    comma-separated -> the sorted distinct radii; a one-line error for an empty or bad list."""
     parts = [p for p in str(text).split(",") if p.strip()]
     if not parts:
-        raise HamverifyError(f"--eps {text!r}: give comma-separated radii, e.g. 0,0.02,0.04")
-    return sorted({parse_radius(p, norm) for p in parts})
+        raise HamverifyError(f"--eps {text!r}: give comma-separated radii, e.g. 0,0.02,0.04, or a grid 0:32/255:9")
+    radii = set()
+    for part in parts:
+        if ":" not in part:
+            radii.add(parse_radius(part, norm))
+            continue
+        fields = part.split(":")
+        if len(fields) != 3 or not fields[2].strip().isdigit() or int(fields[2]) < 1:
+            raise HamverifyError(f"--eps grid {part!r}: use FIRST:LAST:N, e.g. 0:32/255:9")
+        lo, hi, n = parse_radius(fields[0], norm), parse_radius(fields[1], norm), int(fields[2])
+        if hi < lo:
+            raise HamverifyError(f"--eps grid {part!r}: LAST must be >= FIRST")
+        radii.update([lo] if n == 1 else [lo + (hi - lo) * k / (n - 1) for k in range(n)])
+    return sorted(radii)
 
 
 def check_attack(attack: str, norm: str) -> None:
@@ -63,7 +82,7 @@ def check_attack(attack: str, norm: str) -> None:
     if attack == "pgd-l2" and norm != "l2":
         raise HamverifyError("--attack pgd-l2 is l_2 PGD: for l_inf use --attack pgd")
     if attack in PERCEPTUAL_BOUNDS and norm != "linf":
-        kind = "an LPIPS bound" if attack == "lpa" else "an l_inf bound in its own space"
+        kind = "an LPIPS bound" if attack in LPIPS_ATTACKS else "an l_inf bound in its own space"
         raise HamverifyError(f"--attack {attack} has {kind} (--eps, default "
                              f"{PERCEPTUAL_BOUNDS[attack]:g}): --norm {norm} does not apply")
 
@@ -75,15 +94,19 @@ def parse_attack_radius(text, attack: str, norm: str) -> float:
 
 
 def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int | None = None,
-                restarts: int | None = None):
-    """The Attack object of ``attack`` (see ATTACKS) at radius ``eps``; PGD's generator seeded."""
+                restarts: int | None = None, lpips_model=None):
+    """The Attack object of ``attack`` (see ATTACKS) at radius ``eps``; PGD's generator seeded.
+    ``lpips_model``: ppgd / lpa only, a checkpoint whose features define the LPIPS distance
+    (None: self-bound, the attacked model's own)."""
+    if lpips_model is not None and attack not in LPIPS_ATTACKS:
+        raise HamverifyError(f"--lpips-model applies to {' and '.join(LPIPS_ATTACKS)} only, not {attack}")
     check_attack(attack, norm)
     if steps is not None and steps < 1:
         raise HamverifyError(f"--steps must be >= 1, got {steps}")
     if restarts is not None and restarts < 1:
         raise HamverifyError(f"--restarts must be >= 1, got {restarts}")
     if attack in PERCEPTUAL_BOUNDS:
-        return _perceptual_attack(attack, eps, seed=seed, steps=steps, restarts=restarts)
+        return _perceptual_attack(attack, eps, seed=seed, steps=steps, restarts=restarts, lpips_model=lpips_model)
     if attack == "autoattack":
         if restarts is not None:
             raise HamverifyError("--restarts applies to pgd and pgd-l2 only (AutoAttack runs one restart per component)")
@@ -101,7 +124,8 @@ def make_attack(attack: str, norm: str, eps: float, *, seed: int = 0, steps: int
     return PGDL2(eps, steps=steps, restarts=restarts, generator=gen)
 
 
-def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None, restarts: int | None):
+def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None, restarts: int | None,
+                       lpips_model=None):
     if restarts is not None:
         raise HamverifyError(f"--restarts applies to pgd and pgd-l2 only "
                              f"({attack} runs one optimization per input)")
@@ -113,10 +137,17 @@ def _perceptual_attack(attack: str, eps: float, *, seed: int, steps: int | None,
         import torch
         from .attacks.jpeg import JPEGAttack
         return JPEGAttack(eps, steps=steps, generator=torch.Generator().manual_seed(seed))
-    if attack == "lpa":
+    if attack in LPIPS_ATTACKS:
         import torch
-        from .attacks.lpa import LPA
-        return LPA(eps, steps=steps, generator=torch.Generator().manual_seed(seed))
+        from .attacks.lpa import LPA, checkpoint_features
+        from .attacks.ppgd import PPGD
+        features = None
+        if lpips_model is not None:
+            if not pathlib.Path(lpips_model).expanduser().is_file():
+                raise HamverifyError(f"LPIPS network not found: {lpips_model} (--lpips-model: a hamverify checkpoint)")
+            features = checkpoint_features(pathlib.Path(lpips_model).expanduser())
+        cls = LPA if attack == "lpa" else PPGD
+        return cls(eps, steps=steps, features=features, generator=torch.Generator().manual_seed(seed))
     from .attacks.recolor import ReColorAdv
     return ReColorAdv(eps, steps=steps)
 
@@ -176,14 +207,62 @@ def perturbation_norm(x_adv, x, norm: str):
     return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)
 
 
-def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
-                 progress: Callable[[str], None] | None = None, label: str = ""):
-    """``(clean, robust, distance)`` per input: clean-correct, correct on the attack's point too,
-    and the attack point's distance from x (in ``norm``; a perceptual attack's own measure, its
-    ``last_distance``, for those with a ``distance_unit``).  One progress line per batch."""
+def point_check_description(attack_obj, norm: str) -> str:
+    """How ``check_points`` decides that an attack's point lies in its threat model's set."""
+    name = type(attack_obj).__name__
+    if not hasattr(attack_obj, "distance_unit"):
+        return f"{norm} norm of x_adv - x recomputed <= eps, x_adv in [0, 1]"
+    return {"StAdv": "flow |f|_inf <= bound and x_adv = resampling of x by f (recomputed), x_adv in [0, 1]",
+            "JPEGAttack": "coefficient perturbation |delta|_inf <= eps/2 and x_adv = clip(x + decode(delta)) "
+                          "(recomputed), x_adv in [0, 1]",
+            "LPA": "LPIPS distance recomputed from the feature network <= bound, x_adv in [0, 1]",
+            "PPGD": "LPIPS distance recomputed from the feature network <= bound, x_adv in [0, 1]",
+            }.get(name, "the attack's reported distance <= bound, x_adv in [0, 1]")
+
+
+def check_points(model, attack_obj, norm: str, x, x_adv):
+    """``(inside, distance)`` per sample: whether x_adv lies in the attack's threat model's set
+    around x (up to POINT_TOL), re-derived from the point where the threat model allows it (see
+    ``point_check_description``), and the distance it was judged by."""
     import torch
-    own_distance = hasattr(attack_obj, "distance_unit")  # perceptual: the attack's own measure
+    tol = POINT_TOL
+    in_box = torch.isfinite(x_adv).flatten(1).all(1) & (x_adv >= -tol).flatten(1).all(1) & \
+        (x_adv <= 1 + tol).flatten(1).all(1)
+    if not hasattr(attack_obj, "distance_unit"):
+        dist = perturbation_norm(x_adv, x, norm)
+        return in_box & (dist <= attack_obj.eps * (1 + tol) + tol), dist
+    name = type(attack_obj).__name__
+    dist = attack_obj.last_distance.to(x.dtype)
+    bound = attack_obj.eps
+    ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    with torch.no_grad():
+        if name in ("LPA", "PPGD"):
+            from .attacks.lpa import feature_distance, self_features
+            feats = attack_obj.features or self_features(model)
+            dist = feature_distance(feats(x_adv), feats(x))
+        elif name == "StAdv" and attack_obj.bound is not None:
+            from .attacks.stadv import apply_flow
+            flow = attack_obj.last_flow
+            dist = flow.abs().flatten(1).amax(1)
+            ok = (apply_flow(x, flow) - x_adv).abs().flatten(1).amax(1) <= tol
+        elif name == "JPEGAttack":
+            from .attacks.jpeg import JPEGCodec
+            codec = JPEGCodec(x.shape[1:], attack_obj.chroma_subsampling)
+            bound = attack_obj.coefficient_bound
+            ok = ((x + codec.decode(attack_obj.last_delta)).clamp(0, 1) - x_adv).abs().flatten(1).amax(1) <= tol
+    return in_box & ok & (dist <= bound * (1 + tol) + tol), dist
+
+
+def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
+                 progress: Callable[[str], None] | None = None, label: str = "", checks: dict | None = None):
+    """``(clean, robust, distance)`` per input: clean-correct, correct on the attack's point too,
+    and the attack point's distance from x (in ``norm``; a perceptual attack's own measure for
+    those with a ``distance_unit``).  A misclassified point counts only when it lies in the
+    attack's threat model's set (``check_points``); ``checks`` (a dict) receives how many did not
+    ("rejected") and how membership was checked.  One progress line per batch."""
+    import torch
     cleans, robusts, dists = [], [], []
+    rejected = 0
     n, t0, done_robust = len(x), time.time(), 0
     batches = max(1, math.ceil(n / batch_size))
     for b, i in enumerate(range(0, n, batch_size)):
@@ -191,33 +270,37 @@ def attack_masks(model, x, y, attack_obj, norm: str, batch_size: int = 200,
         with torch.no_grad():
             clean = model(xb).argmax(1) == yb
         dist = torch.zeros(len(xb), dtype=xb.dtype)
-        if attack_obj.eps == 0:
-            x_adv = xb.clone()
-        else:
-            # Only clean-correct inputs are attacked: the others are not robust anyway.
-            x_adv = xb.clone()
-            if clean.any():
-                with torch.enable_grad():
-                    x_adv[clean] = attack_obj(model, xb[clean], yb[clean]).to(xb.dtype)
-                if own_distance:
-                    dist[clean] = attack_obj.last_distance.to(xb.dtype)
+        inside = torch.ones(len(xb), dtype=torch.bool)
+        # Only clean-correct inputs are attacked: the others are not robust anyway.
+        x_adv = xb.clone()
+        if attack_obj.eps != 0 and clean.any():
+            with torch.enable_grad():
+                x_adv[clean] = attack_obj(model, xb[clean], yb[clean]).to(xb.dtype)
+            inside[clean], dist[clean] = check_points(model, attack_obj, norm, xb[clean], x_adv[clean])
         with torch.no_grad():
-            robust = clean & (model(x_adv).argmax(1) == yb)
+            fooled = clean & (model(x_adv).argmax(1) != yb)
+        robust = clean & ~(fooled & inside)
+        rejected += int((fooled & ~inside).sum())
         cleans.append(clean)
         robusts.append(robust)
-        dists.append(dist if own_distance else perturbation_norm(x_adv, xb, norm))
+        dists.append(dist)
         done_robust += int(robust.sum())
         if progress:
             seen = min(i + batch_size, n)
             progress(f"{label}batch {b + 1}/{batches}: inputs {i}-{seen - 1}, robust so far {done_robust}/{seen} "
                      f"({done_robust / seen:.2%}), {time.time() - t0:.1f} s")
+    if checks is not None:
+        checks.update({"rejected_points": rejected, "point_check": point_check_description(attack_obj, norm)})
+    if rejected and progress:
+        progress(f"{label}{rejected} misclassified point(s) outside the threat model's set were not counted")
     return torch.cat(cleans), torch.cat(robusts), torch.cat(dists)
 
 
 def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, dataset: str | None = None,
                split: str = "test", start: int = 0, count: int = 1000, batch_size: int = 200, seed: int = 0,
                steps: int | None = None, restarts: int | None = None, data_dir=None,
-               download: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
+               download: bool | None = None, log: Callable[[str], None] | None = None, lpips_model=None,
+               label: str = "") -> dict:
     """Clean and robust accuracy of one model against one attack over ``count`` inputs from ``start``;
     a JSON-ready dict (schema hamverify-attack-v1) with the settings, the implementation and per-input flags."""
     check_attack(attack, norm)
@@ -232,14 +315,16 @@ def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, 
                                                        else f" and {model_path} records none"))
         eps = float(model_eps)
     eps = parse_attack_radius(eps, attack, norm)
-    attack_obj = make_attack(attack, norm, eps, seed=seed, steps=steps, restarts=restarts)
+    attack_obj = make_attack(attack, norm, eps, seed=seed, steps=steps, restarts=restarts, lpips_model=lpips_model)
     x, y = load_slice(dataset, split, start, count, data_dir, download)
     what = describe(attack_obj)
     if log:
-        log(f"attacking {len(x)} inputs of {dataset} {split}[{start}:{start + len(x)}] with {what}, "
+        log(f"{label}attacking {len(x)} inputs of {dataset} {split}[{start}:{start + len(x)}] with {what}, "
             f"eps {eps:.6g}, batch size {batch_size}, seed {seed}")
     t0 = time.time()
-    clean, robust, dist = attack_masks(model, x, y, attack_obj, norm, batch_size, progress=log)
+    checks: dict = {}
+    clean, robust, dist = attack_masks(model, x, y, attack_obj, norm, batch_size, progress=log, label=label,
+                                       checks=checks)
     wall = time.time() - t0
     import torch
     return {
@@ -249,6 +334,8 @@ def run_attack(model_path, *, attack: str, norm: str, eps: float | None = None, 
         "batch_size": batch_size, "implementation": implementation(attack_obj), "description": what,
         "distance": (attack_obj.distance_unit() if hasattr(attack_obj, "distance_unit")
                      else f"{norm} norm of x_adv - x (pixel units)"),
+        # misclassified points outside the threat model's set (not counted as broken), and how that was checked
+        **checks,
         "clean_accuracy": float(clean.float().mean()) if len(x) else 0.0,
         "robust_accuracy": float(robust.float().mean()) if len(x) else 0.0,
         "wall_time": wall, "hamverify_version": __version__, "torch_version": str(torch.__version__),
@@ -351,21 +438,27 @@ def format_curves(result: dict) -> str:
 
 
 def plot_curves(result: dict, path) -> pathlib.Path:
-    """Robust accuracy against eps, one line per model (.png; needs matplotlib, the `plot` extra)."""
+    """Robust accuracy (%) against eps, one line per model, in the style of the paper's Figure 2
+    (CIFAR-10 l_inf radii in units of 1/255) (.png; needs matplotlib, the `plot` extra)."""
     from .stats import require_matplotlib
     Figure = require_matplotlib()
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
     ax = fig.subplots()
+    datasets = {m["dataset"] for m in result["models"]}
+    per_255 = result["norm"] == "linf" and datasets == {"cifar10"}
+    xs = [e * 255 for e in result["eps"]] if per_255 else result["eps"]
     for m in result["models"]:
-        ax.plot(result["eps"], m["robust_accuracy"], marker="o", label=m["name"])
+        ax.plot(xs, [100 * a for a in m["robust_accuracy"]], marker="o", markersize=3, label=m["name"])
     impl = result["implementation"]
-    ax.set_xlabel(f"eps ({'l_inf' if result['norm'] == 'linf' else 'l_2'})")
-    ax.set_ylabel("robust accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"PGD-{impl['steps']}x{impl['restarts']}, {result['models'][0]['count'] if result['models'] else 0} inputs",
-                 fontsize=9)
+    norm = "l_inf" if result["norm"] == "linf" else "l_2"
+    ax.set_xlabel(f"{norm} bound (eps/255)" if per_255 else f"{norm} bound (eps)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 102)
+    count = result["models"][0]["count"] if result["models"] else 0
+    data = ", ".join(sorted(datasets))
+    ax.set_title(f"{data}: {impl['steps']}-step {norm} PGD, {impl['restarts']} restarts, {count} inputs", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     path = pathlib.Path(path)
     fig.savefig(path, dpi=120)
     return path

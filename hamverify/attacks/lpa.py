@@ -47,12 +47,86 @@ def self_features(model):
     return features
 
 
+def checkpoint_features(path):
+    """The LPIPS network of a local weights file: the ReLU activations of the hamverify checkpoint
+    at ``path`` (e.g. a network trained on the same data, in the role of the paper's AlexNet),
+    each layer l_2-normalized as ``self_features``."""
+    from ..models import load_checkpoint
+    model, _meta = load_checkpoint(path)
+    features = self_features(model.float().eval())
+    features.description = f"local weights file {path}: its ReLU activations, each layer l_2-normalized"
+    return features
+
+
+def lpips_network_name(features) -> str:
+    """What an LPIPS feature network is, for outputs: self-bound (None), a local file, or a callable."""
+    if features is None:
+        return "self-bound: the attacked model's own ReLU activations, each layer l_2-normalized"
+    if getattr(features, "description", None):
+        return features.description
+    return f"given feature network {getattr(features, '__name__', type(features).__name__)}"
+
+
 def feature_distance(fa, fb) -> torch.Tensor:
     """Per-sample l_2 distance between two lists of feature tensors."""
     return torch.sqrt(sum((a - b).flatten(1).pow(2).sum(1) for a, b in zip(fa, fb)) + _TINY)
 
 
-class LPA(Attack):
+class LPIPSAttack(Attack):
+    """What LPA and PPGD share: a ball of radius ``bound`` in the LPIPS distance of ``features``
+    (None: self-bound, the attacked model's own activations), ``steps``, a seeded ``generator``
+    for the random start, ``last_distance`` (each returned point's distance) and the outputs
+    naming the LPIPS network.  Subclasses set ``title`` and ``paper`` and add ``settings()``."""
+    title = "LPIPS attack"
+    paper = ""
+
+    def __init__(self, bound: float, steps: int, features=None, generator: torch.Generator | None = None):
+        if not bound >= 0:
+            raise HamverifyError(f"{self.title} bound must be >= 0, got {bound}")
+        super().__init__(bound)
+        self.bound, self.steps = float(bound), int(steps)
+        self.features, self.generator = features, generator
+        self.last_distance: torch.Tensor | None = None
+
+    @property
+    def lpips_network(self) -> str:
+        return lpips_network_name(self.features)
+
+    def settings(self) -> dict:
+        return {}
+
+    def implementation(self) -> dict:
+        cls = type(self)
+        return {"name": "hamverify", "version": __version__, "class": f"{cls.__module__}.{cls.__name__}",
+                "paper": self.paper, "lpips_network": self.lpips_network,
+                "threat_model": "LPIPS distance <= bound (not the paper's AlexNet LPIPS)",
+                "bound": self.bound, "steps": self.steps, **self.settings()}
+
+    def describe(self) -> str:
+        lpips = "self-bound LPIPS" if self.features is None else "LPIPS of a given network"
+        return f"{self.title} {lpips} <= {self.bound:g}, {self.steps} steps (hamverify {__version__})"
+
+    def distance_unit(self) -> str:
+        return f"LPIPS distance ({self.lpips_network})"
+
+    def _nothing_to_do(self, x: torch.Tensor) -> bool:
+        """True (with last_distance all 0) for no inputs or a zero bound: then x is the answer."""
+        if len(x) and self.bound != 0:
+            return False
+        self.last_distance = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+        return True
+
+    def _begin(self, model, x: torch.Tensor):
+        """``(feats, f0, start)``: the feature network, x's features and the small random start
+        (x + 0.01 x Gaussian noise from the generator, as Laidlaw et al., clipped into [0, 1])."""
+        feats = self.features or self_features(model)
+        with torch.no_grad():
+            f0 = [f.detach() for f in feats(x)]
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return feats, f0, (x + 0.01 * noise).clamp(0, 1)
+
+
+class LPA(LPIPSAttack):
     """Lagrangian perceptual attack (inputs in [0, 1]).
 
     Arguments:
@@ -70,49 +144,26 @@ class LPA(Attack):
     def __init__(self, bound: float = DEFAULT_BOUND, steps: int = 40, lambda_rounds: int = 5, lam: float = 10.0,
                  kappa: float = 1.0, h: float = 0.1, projection_steps: int = 10, features=None,
                  generator: torch.Generator | None = None):
-        if not bound >= 0:
-            raise HamverifyError(f"LPA bound must be >= 0, got {bound}")
         if int(steps) < 1 or int(lambda_rounds) < 1:
             raise HamverifyError(f"LPA steps and lambda rounds must be >= 1, got {steps}, {lambda_rounds}")
-        super().__init__(bound)
-        self.bound, self.steps, self.lambda_rounds = float(bound), int(steps), int(lambda_rounds)
+        super().__init__(bound, steps, features, generator)
+        self.lambda_rounds = int(lambda_rounds)
         self.lam, self.kappa, self.h, self.projection_steps = float(lam), float(kappa), float(h), int(projection_steps)
-        self.features, self.generator = features, generator
-        self.last_distance: torch.Tensor | None = None
 
-    @property
-    def lpips_network(self) -> str:
-        if self.features is None:
-            return "self-bound: the attacked model's own ReLU activations, each layer l_2-normalized"
-        return f"given feature network {getattr(self.features, '__name__', type(self.features).__name__)}"
+    title = "LPA"
+    paper = ("Laidlaw et al. 2021 (LPA: Lagrangian penalty on the LPIPS distance, normalized steps of decaying "
+             "LPIPS length, projection)")
 
-    def implementation(self) -> dict:
-        return {"name": "hamverify", "version": __version__, "class": "hamverify.attacks.lpa.LPA",
-                "paper": "Laidlaw et al. 2021 (LPA: Lagrangian penalty on the LPIPS distance, normalized "
-                         "steps of decaying LPIPS length, projection)",
-                "lpips_network": self.lpips_network,
-                "threat_model": "LPIPS distance <= bound (not the paper's AlexNet LPIPS)",
-                "bound": self.bound, "steps": self.steps, "lambda_rounds": self.lambda_rounds, "lam": self.lam,
-                "kappa": self.kappa, "h": self.h, "projection": f"bisection, {self.projection_steps} steps"}
-
-    def describe(self) -> str:
-        lpips = "self-bound LPIPS" if self.features is None else "LPIPS of a given network"
-        return f"LPA {lpips} <= {self.bound:g}, {self.steps} steps (hamverify {__version__})"
-
-    def distance_unit(self) -> str:
-        return f"LPIPS distance ({self.lpips_network})"
+    def settings(self) -> dict:
+        return {"lambda_rounds": self.lambda_rounds, "lam": self.lam, "kappa": self.kappa, "h": self.h,
+                "projection": f"bisection, {self.projection_steps} steps"}
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         n = len(x)
-        if n == 0 or self.bound == 0:
-            self.last_distance = torch.zeros(n, dtype=x.dtype, device=x.device)
+        if self._nothing_to_do(x):
             return x.clone()
-        feats = self.features or self_features(model)
-        with torch.no_grad():
-            f0 = [f.detach() for f in feats(x)]
-        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
-        x_adv = (x + 0.01 * noise).clamp(0, 1)
+        feats, f0, x_adv = self._begin(model, x)
         lam = torch.full((n,), self.lam, dtype=x.dtype, device=x.device)
         per_round = max(1, -(-self.steps // self.lambda_rounds))
         shape = (n,) + (1,) * (x.dim() - 1)
@@ -138,16 +189,21 @@ class LPA(Attack):
         return x_adv
 
     def _project(self, feats, x, x_adv, f0):
-        """The point of the segment x -> x_adv farthest along it with d <= bound (bisection)."""
-        shape = (len(x),) + (1,) * (x.dim() - 1)
-        dist = feature_distance(feats(x_adv), f0)
-        inside = dist <= self.bound
-        lo = torch.where(inside, torch.ones_like(dist), torch.zeros_like(dist))
-        hi = torch.ones_like(dist)
-        for _ in range(self.projection_steps):
-            mid = (lo + hi) / 2
-            ok = feature_distance(feats(x + mid.view(shape) * (x_adv - x)), f0) <= self.bound
-            lo = torch.where(ok & ~inside, mid, lo)
-            hi = torch.where(~ok & ~inside, mid, hi)
-        point = x + lo.view(shape) * (x_adv - x)
-        return point, feature_distance(feats(point), f0)
+        return project_on_segment(feats, x, x_adv, f0, self.bound, self.projection_steps)
+
+
+def project_on_segment(feats, x, x_adv, f0, bound: float, steps: int = 10):
+    """``(point, d)``: the point of the segment x -> x_adv farthest along it with d <= bound
+    (bisection, ``steps`` halvings; x itself, d = 0, when no tried point is inside)."""
+    shape = (len(x),) + (1,) * (x.dim() - 1)
+    dist = feature_distance(feats(x_adv), f0)
+    inside = dist <= bound
+    lo = torch.where(inside, torch.ones_like(dist), torch.zeros_like(dist))
+    hi = torch.ones_like(dist)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        ok = feature_distance(feats(x + mid.view(shape) * (x_adv - x)), f0) <= bound
+        lo = torch.where(ok & ~inside, mid, lo)
+        hi = torch.where(~ok & ~inside, mid, hi)
+    point = x + lo.view(shape) * (x_adv - x)
+    return point, feature_distance(feats(point), f0)
