@@ -103,6 +103,21 @@ class EpsType(click.ParamType):
 EPS = EpsType()
 
 
+class RadiusType(click.ParamType):
+    """A radius >= 0 of any norm (an l_2 radius may exceed 1): 0.5, 8/255, 2e-3."""
+    name = "RADIUS"
+
+    def convert(self, value, param, ctx):
+        from .curves import parse_radius
+        try:
+            return parse_radius(value, "l2", what=f"--{param.name}" if param else "radius")
+        except HamverifyError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RADIUS = RadiusType()
+
+
 class OneLineErrorGroup(click.Group):
     """Usage errors (a bad option value, a missing argument) as one `error:` line, exit 2."""
 
@@ -267,45 +282,69 @@ def train_destination(out, cfg, resume=None) -> tuple[pathlib.Path, pathlib.Path
 
 
 @main.command()
-@click.option("--model", "model_path", required=True, type=click.Path(), help="Checkpoint (.pt).")
-@click.option("--eps", type=EPS, default=None, help="Default: the checkpoint's eps.")
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(),
+              help="Checkpoint (.pt); repeat for several models side by side (one row each).")
+@click.option("--attack", "attacks", multiple=True,
+              help="Repeatable: pgd (default: l_inf PGD-20x10 at the checkpoint's eps), pgd-l2, autoattack "
+                   "(torchattacks 3.5.1; --norm picks autoattack-linf or -l2), stadv, recolor, jpeg, ppgd, lpa "
+                   "(hamverify's own code), or table1: the paper's Table 1 set (AutoAttack l_inf and l_2, StAdv, "
+                   "ReColor, JPEG, PPGD, LPA).")
+@click.option("--norm", default="linf", show_default=True, help="linf or l2: the norm of pgd, autoattack and --eps.")
+@click.option("--eps", type=RADIUS, default=None,
+              help="Radius of the l_p attacks of --norm, e.g. 8/255 (default: pgd the checkpoint's eps; "
+                   "autoattack and pgd-l2 the Table 1 bound: CIFAR-10 l_inf 8/255, l_2 1.0).")
+@click.option("--bound", "bounds", multiple=True,
+              help="COLUMN=VALUE (repeatable): one column's radius or bound, e.g. autoattack-l2=0.5, lpa=0.25 "
+                   "(perceptual defaults: stadv 0.05, recolor 0.06, jpeg 0.25, ppgd and lpa 0.5).")
+@click.option("--lpips-model", type=click.Path(), default=None,
+              help="ppgd / lpa: a local checkpoint whose features define the LPIPS distance "
+                   "(default: self-bound, the attacked model's own features).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
-@click.option("--steps", type=int, default=20, show_default=True)
-@click.option("--restarts", type=int, default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Steps of every attack (default each attack's own: pgd 20, AutoAttack torchattacks' 10, "
+                   "stadv / recolor / jpeg 100, ppgd / lpa 40).")
+@click.option("--restarts", type=click.IntRange(min=1), default=None, help="pgd / pgd-l2 restarts (10).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every attack's random start.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--results-dir", type=click.Path(), default=None,
+              help="Write each model's result per attack as JSON here, and reuse those whose settings match "
+                   "(an interrupted table resumes).")
+@click.option("--fresh", is_flag=True, help="With --results-dir: recompute even where a matching result exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema hamverify-evaluate-v1).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
 @_download_option
 @one_line_errors
-def evaluate(model_path, eps, count, start, dataset, split, data_dir, steps, restarts, as_json, download):
-    """Clean and PGD accuracy of a checkpoint."""
-    import torch
-    from .data import load_dataset, to_tensor
-    from .models import check_dataset_fits, load_checkpoint
-    from .train import _accuracy, robust_accuracy
-    require_checkpoint(model_path, "evaluate", "for clean and PGD accuracy; an ONNX model's robustness: "
-                       f"hamverify verify --model {model_path} --dataset D --eps E")
-    model, meta = load_checkpoint(model_path)
-    dataset = dataset or meta["dataset"]
-    check_dataset_fits(model_path, meta["dataset"], dataset)
-    eps = meta["eps"] if eps is None else eps
-    if eps is None:
-        raise HamverifyError(f"no --eps given and {model_path} records none")
-    x, y = load_dataset(dataset, split, data_dir, download=download)
-    if start >= len(x):
-        raise HamverifyError(f"--start {start} is past the end of {dataset} {split} ({len(x)} inputs)")
-    x, y = to_tensor(x[start:start + count]), torch.as_tensor(y[start:start + count], dtype=torch.long)
-    clean = _accuracy(model, x, y)
-    pgd = robust_accuracy(model, x, y, eps, steps, restarts)
-    result = {"model": str(model_path), "dataset": dataset, "split": split, "start": start, "count": len(x),
-              "eps": eps, "clean_accuracy": clean, "pgd_accuracy": pgd, "pgd_steps": steps, "pgd_restarts": restarts}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
+def evaluate(models, attacks, norm, eps, bounds, lpips_model, count, start, dataset, split, data_dir, steps,
+             restarts, seed, batch_size, results_dir, fresh, as_json, quiet, download):
+    """Clean and robust accuracy of checkpoints: PGD by default, any attack of `hamverify attack`,
+    or the paper's whole Table 1 (--attack table1); one row per model."""
+    from .evaluation import evaluate_models, format_table, legacy_line, legacy_record, parse_bounds, parse_columns
+    columns = parse_columns(attacks, norm)
+    bound_map = parse_bounds(bounds)
+    for model_path in models:
+        require_checkpoint(model_path, "evaluate", "for clean and PGD accuracy; an ONNX model's robustness: "
+                           f"hamverify verify --model {model_path} --dataset D --eps E")
+        from .models import read_checkpoint
+        read_checkpoint(model_path)  # missing or unreadable: one line, before any work
+    if eps is None and norm.lower() == "linf" and [c.key for c in columns] == ["pgd"]:
+        from .models import read_checkpoint
+        for model_path in models:
+            if read_checkpoint(model_path).get("eps") is None:
+                raise HamverifyError(f"no --eps given and {model_path} records none")
+    legacy = len(models) == 1 and [c.key for c in columns] == ["pgd"]
+    log = None if (quiet or legacy) else (lambda m: click.echo(m, err=True))
+    result = evaluate_models(list(models), columns, norm=norm.lower(), eps=eps, bounds=bound_map, dataset=dataset,
+                             split=split, start=start, count=count, batch_size=batch_size, seed=seed, steps=steps,
+                             restarts=restarts, lpips_model=lpips_model, data_dir=data_dir, download=download,
+                             results_dir=results_dir, fresh=fresh, log=log)
+    if legacy:
+        click.echo(json.dumps(legacy_record(result), indent=2) if as_json else legacy_line(result))
     else:
-        click.echo(f"{dataset} {split}[{start}:{start + len(x)}]  eps {eps:.5g}  clean {clean:.2%}  "
-                   f"PGD-{steps}x{restarts} {pgd:.2%}")
+        click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
 
 def require_checkpoint(model_path, command: str, hint: str = "") -> None:
@@ -614,13 +653,17 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
               help="autoattack (torchattacks' standard AutoAttack), pgd (l_inf), pgd-l2, or the perceptual "
                    "attacks of the paper's Table 1 (hamverify's own code): stadv (Xiao et al.'s flow field), "
                    "jpeg (Kang et al.'s quantized-DCT perturbation), recolor (Laidlaw & Feizi's ReColorAdv), "
-                   "lpa (Laidlaw et al.'s LPA, self-bound LPIPS: the attacked model's own features).")
+                   "ppgd and lpa (Laidlaw et al.'s PPGD and LPA, self-bound LPIPS: the attacked model's own "
+                   "features, or --lpips-model's). The whole Table 1 set: hamverify evaluate --attack table1.")
 @click.option("--norm", default=None, help="linf or l2 (default: l2 for pgd-l2, else linf; the perceptual "
                                            "attacks are l_inf in their own space).")
 @click.option("--eps", default=None,
               help="Radius, e.g. 0.1 or 8/255 (default: the checkpoint's l_inf eps); stadv, jpeg, recolor, "
-                   "lpa: the attack's own bound (default 0.05 flow in grid units, 0.25 Kang et al.'s JPEG eps, "
-                   "0.06 colour offset, 0.5 LPIPS).")
+                   "ppgd, lpa: the attack's own bound (default 0.05 flow in grid units, 0.25 Kang et al.'s JPEG "
+                   "eps, 0.06 colour offset, 0.5 LPIPS).")
+@click.option("--lpips-model", type=click.Path(), default=None,
+              help="ppgd / lpa: a local checkpoint whose features define the LPIPS distance "
+                   "(default: self-bound, the attacked model's own features).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
@@ -628,7 +671,7 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="pgd / pgd-l2: steps per restart (20); autoattack: iterations of APGD-CE, APGD-T and FAB-T "
                    "(default torchattacks' 10; the reference AutoAttack uses 100); stadv, jpeg, recolor: "
-                   "optimizer steps (100); lpa: steps (40).")
+                   "optimizer steps (100); ppgd, lpa: steps (40).")
 @click.option("--restarts", type=click.IntRange(min=1), default=None, help="pgd / pgd-l2 only: restarts (10).")
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--split", default="test", show_default=True)
@@ -639,10 +682,10 @@ def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mod
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @_download_option
 @one_line_errors
-def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, steps, restarts, dataset, split,
-               data_dir, out, quiet, download):
+def attack_cmd(model_path, attack, norm, eps, lpips_model, count, start, batch_size, seed, steps, restarts, dataset,
+               split, data_dir, out, quiet, download):
     """Empirical robust accuracy under AutoAttack, PGD (l_inf or l_2) or a perceptual attack
-    (StAdv, JPEG, ReColorAdv, LPA) over a data set slice."""
+    (StAdv, JPEG, ReColorAdv, PPGD, LPA) over a data set slice."""
     from .config import check_writable
     from .curves import (PERCEPTUAL_BOUNDS, check_attack, default_attack_path, parse_attack_radius, run_attack,
                          write_json)
@@ -656,7 +699,7 @@ def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, st
     log = None if quiet else (lambda m: click.echo(m, err=True))
     result = run_attack(model_path, attack=attack, norm=norm, eps=radius, dataset=dataset, split=split, start=start,
                         count=count, batch_size=batch_size, seed=seed, steps=steps, restarts=restarts,
-                        data_dir=data_dir, download=download, log=log)
+                        data_dir=data_dir, download=download, log=log, lpips_model=lpips_model)
     path = pathlib.Path(out).expanduser() if out else default_attack_path(
         model_path, result["dataset"], split, attack, norm, result["eps"])
     write_json(result, path)
@@ -664,13 +707,16 @@ def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, st
     click.echo(f"{result['dataset']} {split}[{start}:{start + result['count']}]  {bound} {result['eps']:.6g}  "
                f"clean {result['clean_accuracy']:.2%}  robust {result['robust_accuracy']:.2%}  "
                f"({result['description']}, {result['wall_time']:.1f} s) -> {path}")
+    if result["implementation"].get("lpips_network"):
+        click.echo(f"LPIPS network: {result['implementation']['lpips_network']}")
 
 
 @main.command("curves")
 @click.option("--model", "models", multiple=True, required=True, type=click.Path(),
               help="Checkpoint (.pt) or ONNX (needs --dataset); repeat for one curve per model.")
 @click.option("--norm", default="linf", show_default=True, help="linf (PGD) or l2 (l_2 PGD).")
-@click.option("--eps", "radii", required=True, help="Comma-separated radii, e.g. 0,0.02,0.04,0.06.")
+@click.option("--eps", "--eps-grid", "radii", required=True,
+              help="Comma-separated radii, e.g. 0,0.02,0.04,0.06, or a grid FIRST:LAST:N, e.g. 0:32/255:9.")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
@@ -681,7 +727,8 @@ def attack_cmd(model_path, attack, norm, eps, count, start, batch_size, seed, st
 @click.option("--split", default="test", show_default=True)
 @click.option("--data-dir", type=click.Path(), default=None)
 @click.option("--out", type=click.Path(), default=None,
-              help="JSON file of the curves (default results/curves_<models>_<norm>.json).")
+              help="JSON file of the curves (default results/curves_<models>_<norm>.json); a name ending in "
+                   ".png is the plot instead (as --plot; the JSON then goes to the default).")
 @click.option("--plot", type=click.Path(), default=None, help="Also draw the curves (.png; needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @_download_option
@@ -695,6 +742,10 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
     if norm not in NORMS:
         raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
     eps_list = parse_radii(radii, norm)
+    if out and str(out).lower().endswith(".png"):
+        if plot and pathlib.Path(plot).expanduser() != pathlib.Path(out).expanduser():
+            raise HamverifyError("--out FILE.png is the plot: give either it or --plot, not both")
+        plot, out = out, None
     for model_path in models:
         if not pathlib.Path(model_path).expanduser().is_file():
             raise HamverifyError(f"model not found: {model_path}")
