@@ -9,7 +9,8 @@
 # A finished run is skipped, an interrupted one resumed with
 #   hamverify train-small --resume runs/abl15/NAME/last.pt --out runs/abl15/NAME
 # and a measurement is redone only when its JSON is missing.
-# Usage: bash benchmarks/ablation15.sh [NAME...]   (default: all four, in the order below)
+# hv_none, neither term (the same schedule and selection, plain CE), is a reference row of ours.
+# Usage: bash benchmarks/ablation15.sh [NAME...]   (default: all five, in the order below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -24,8 +25,9 @@ declare -A ARGS=(
   [hv_stability-only]="--recipe hv-stability-only"
   [hv_hamming-only]="--recipe hv-hamming-only"
   [hv_dense]="--recipe hv-gs8-gh3000 --reg hamming-dense"
+  [hv_none]="--recipe hv-gs8-gh3000 --reg none"
 )
-ORDER=(hv_both hv_stability-only hv_hamming-only hv_dense)
+ORDER=(hv_both hv_stability-only hv_hamming-only hv_dense hv_none)
 run() {  # NAME ARGS...: skip a finished run, resume an interrupted one
   local name=$1; shift
   local out=$D/$name

@@ -31,7 +31,8 @@ RUNS = ROOT / "runs" / "abl15"
 PAPER_T3 = {"hv_both": ("both terms (`hv-gs8-gh3000`)", "Hamming Regularization", 40.54, 72.1),
             "hv_stability-only": ("stability term only (`hv-stability-only`)", "stability regularizer only",
                                   20.11, 34.74),
-            "hv_hamming-only": ("Hamming term only (`hv-hamming-only`)", "Hamming regularizer only", 24.87, 90.24)}
+            "hv_hamming-only": ("Hamming term only (`hv-hamming-only`)", "Hamming regularizer only", 24.87, 90.24),
+            "hv_none": ("neither term (`--reg none`, ours: a reference)", "–", "–", "–")}
 PAPER_T3_OTHERS = [("PGD (Madry et al. 2017)", 45.8, 87.3), ("FGSM (Madry et al. 2017)", 0.0, 90.3)]
 PAPER_T4 = {"hv_both": ("sparse (`--reg hamming`)", "Sparse", 40.54, 69.95),
             "hv_dense": ("dense, Eq. 14 (`--reg hamming-dense`)", "Dense", 35.04, 64.08)}

@@ -198,7 +198,7 @@ def test_ablation_tables_read_the_measurements(tmp_path):
     """docs/ABLATIONS.md's numbers come from the evaluate / stats JSON and the run's log, not by hand."""
     tables = _load_tables_script()
     common, args = tables.script_runs()
-    assert set(args) == {"hv_both", "hv_stability-only", "hv_hamming-only", "hv_dense"}
+    assert set(args) == {"hv_both", "hv_stability-only", "hv_hamming-only", "hv_dense", "hv_none"}
     assert "--epochs" in common and "$EPOCHS" not in " ".join(common)
     assert "--reg hamming-dense" in args["hv_dense"]
     run = tmp_path / "hv_both"
