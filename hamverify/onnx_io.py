@@ -18,7 +18,7 @@ graph output closes the last.  Supported on the data path (``SUPPORTED_OPS``), e
 * row selections (a tensor's rows picked, repeated or mixed with constant rows, by numpy index
   arrays): Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Dropout, Slice, Concat, Split,
   Gather (constant indices), Expand, Where (constant condition), Pad (constant mode); Shape;
-* piecewise linear: Relu, MaxPool (1-D and 2-D, ``ceil_mode`` 0) and ReduceMax.
+* piecewise linear: Relu, MaxPool (1-D and 2-D, ``ceil_mode`` 0 and 1) and ReduceMax.
 
 MaxPool and ReduceMax are encoded with ReLUs inside the IR, so that the IR keeps its two kinds of
 step and every bound method, the MILP and BaB handle them without a max layer of their own:
@@ -960,23 +960,38 @@ class _Importer:
         shape = out_shape if len(x.shape) == 4 else (out_shape[0], out_shape[2])
         return _Lin((Wc @ x.M).tocsr(), c, (1,) + tuple(shape), x.seg)
 
+    @staticmethod
+    def _pool_size(n: int, head: int, tail: int, k: int, s: int, d: int, ceil: bool) -> int:
+        """The number of windows along one axis.  ``ceil_mode=1`` rounds up, so the last window may
+        reach past the padded end and holds fewer elements; a window that would start past the
+        input and its head padding is dropped (the operator's text, PyTorch's rule, and what
+        onnxruntime and ``onnx.reference`` compute; onnx's shape inference keeps it)."""
+        span = n + head + tail - d * (k - 1) - 1
+        if span < 0:  # the kernel does not fit the padded input
+            return 0
+        if not ceil:
+            return span // s + 1
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + head:
+            out -= 1
+        return out
+
     def op_MaxPool(self, node, attrs):
         x = self.get(node, node.input[0])
         if len(node.output) > 1 and node.output[1]:
             self.fail(node, "the Indices output is not supported")
-        if attrs.get("ceil_mode", 0):
-            self.fail(node, "ceil_mode=1 is not supported")
         if "kernel_shape" not in attrs:
             self.fail(node, "has no kernel_shape")
         (H, W), (kH, kW), (sh, sw), (dh, dw), (top, left, bottom, right) = self._geometry(
             node, attrs, x.shape, attrs["kernel_shape"])
         C = x.shape[1]
-        Ho = (H + top + bottom - dh * (kH - 1) - 1) // sh + 1
-        Wo = (W + left + right - dw * (kW - 1) - 1) // sw + 1
+        ceil = bool(attrs.get("ceil_mode", 0))
+        Ho = self._pool_size(H, top, bottom, kH, sh, dh, ceil)
+        Wo = self._pool_size(W, left, right, kW, sw, dw, ceil)
         if Ho <= 0 or Wo <= 0:
             self.fail(node, f"kernel {kH}x{kW} does not fit the padded {H}x{W} input")
         # the taps of window (oh, ow): input (oh*sh - top + kh*dh, ow*sw - left + kw*dw); taps in the
-        # padding are left out (MaxPool pads with -inf)
+        # padding, or past the padded end in ceil mode, are left out (MaxPool pads with -inf)
         ih = (np.arange(Ho)[:, None] * sh - top + np.arange(kH)[None, :] * dh)[:, None, :, None]
         iw = (np.arange(Wo)[:, None] * sw - left + np.arange(kW)[None, :] * dw)[None, :, None, :]
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # (Ho, Wo, kH, kW)

@@ -238,7 +238,17 @@ MAXPOOLS = [  # (input dims, attributes, after a Relu)
 ]
 
 
-def maxpool_model(in_dims, attrs, after_relu, seed=0):
+CEIL_MAXPOOLS = [  # ceil_mode=1: the last window along an axis reaches past the (padded) end
+    ([1, 2, 5, 5], dict(kernel_shape=[2, 2], strides=[2, 2])),  # 3x3 windows, the last row/column of 1-2
+    ([1, 1, 3, 3], dict(kernel_shape=[2, 2], strides=[2, 2])),  # the conformance suite's maxpool03
+    ([1, 2, 6, 7], dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 0, 1])),  # a window would start
+    ([1, 1, 7, 7], dict(kernel_shape=[3, 3], strides=[2, 2], dilations=[2, 1])),  # in the padding: dropped
+    ([1, 2, 4, 4], dict(kernel_shape=[2, 2], strides=[3, 3], pads=[1, 1, 1, 1])),
+    ([1, 2, 8], dict(kernel_shape=[3], strides=[3])),  # 1-D: 3 windows, the last of 2
+]
+
+
+def maxpool_model(in_dims, attrs, after_relu, seed=0, head=True, opset=13):
     rng = np.random.default_rng(seed)
     weight = w(rng, in_dims[1], in_dims[1], *([3] * (len(in_dims) - 2)), scale=0.7)
     pads = [1] * (2 * (len(in_dims) - 2))
@@ -246,7 +256,7 @@ def maxpool_model(in_dims, attrs, after_relu, seed=0):
     if after_relu:
         nodes.append(helper.make_node("Relu", ["c"], ["c_r"], name="relu"))
     nodes.append(helper.make_node("MaxPool", ["c_r" if after_relu else "c"], ["h"], name="pool", **attrs))
-    return build(nodes, {"cw": weight}, in_dims, seed=seed)
+    return build(nodes, {"cw": weight}, in_dims, seed=seed, head=head, opset=opset)
 
 
 @pytest.mark.parametrize("in_dims,attrs,after_relu", MAXPOOLS)
@@ -255,6 +265,60 @@ def test_maxpool(in_dims, attrs, after_relu):
     window = int(np.prod(attrs["kernel_shape"]))
     levels = int(np.ceil(np.log2(window)))
     assert len(imported.net.affines) == 1 + after_relu + levels + 1  # conv [, relu], tree levels, head
+
+
+def _pool_reference(x: np.ndarray, k, st, pads, dil) -> np.ndarray:
+    """MaxPool with ceil_mode=1 in numpy (2-D, [1, C, H, W]): windows that start inside the input or
+    its head padding, taps outside the input left out."""
+    C, H, W = x.shape[1:]
+    sizes = []
+    for n, kk, s, d, head, tail in ((H, k[0], st[0], dil[0], pads[0], pads[2]), (W, k[1], st[1], dil[1], pads[1],
+                                                                                 pads[3])):
+        out = -(-(n + head + tail - d * (kk - 1) - 1) // s) + 1
+        sizes.append(out - 1 if (out - 1) * s >= n + head else out)
+    y = np.full((1, C, *sizes), -np.inf)
+    for i in range(sizes[0]):
+        for j in range(sizes[1]):
+            for a in range(k[0]):
+                for b in range(k[1]):
+                    r, c = i * st[0] - pads[0] + a * dil[0], j * st[1] - pads[1] + b * dil[1]
+                    if 0 <= r < H and 0 <= c < W:
+                        y[0, :, i, j] = np.maximum(y[0, :, i, j], x[0, :, r, c])
+    return y
+
+
+@pytest.mark.parametrize("in_dims,attrs", CEIL_MAXPOOLS)
+def test_maxpool_ceil_mode(in_dims, attrs):
+    attrs = dict(attrs, ceil_mode=1)
+    # behind a conv, against onnxruntime (no head: onnx's shape inference keeps a window that starts
+    # in the tail padding, onnxruntime drops it, as the operator's text says, and then refuses the
+    # head's MatMul)
+    check(maxpool_model(in_dims, attrs, False, head=False, opset=18))
+    # directly on the input: every output element (the border windows' too) against numpy, the
+    # border windows' maxima on the elements they do cover
+    imported = check(build([helper.make_node("MaxPool", ["x"], ["h"], name="pool", **attrs)], {}, in_dims,
+                           opset=18, head=False))
+    two_d = len(in_dims) == 4
+    k = ([1] if not two_d else []) + attrs["kernel_shape"]
+    st = ([1] if not two_d else []) + attrs.get("strides", [1] * len(attrs["kernel_shape"]))
+    dil = ([1] if not two_d else []) + attrs.get("dilations", [1] * len(attrs["kernel_shape"]))
+    p = attrs.get("pads", [0] * (2 * len(attrs["kernel_shape"])))
+    pads = p if two_d else [0, p[0], 0, p[1]]
+    rng = np.random.default_rng(1)
+    for _ in range(8):
+        x = rng.uniform(-1, 1, imported.input_dims)
+        x4 = x if two_d else x[:, :, None, :]
+        ref = _pool_reference(x4, k, st, pads, dil)
+        np.testing.assert_allclose(imported.net.forward(x.reshape(1, -1))[0], ref.ravel(), atol=1e-12)
+    assert tuple(imported.output_dims) == (ref.shape if two_d else (1, ref.shape[1], ref.shape[3]))
+
+
+def test_maxpool_ceil_mode_border_window_of_one_element():
+    # maxpool03 of the conformance suite: Y[0,0,1,1] is X[0,0,2,2] alone
+    imported = check(build([helper.make_node("MaxPool", ["x"], ["h"], name="pool", kernel_shape=[2, 2],
+                                             strides=[2, 2], ceil_mode=1)], {}, [1, 1, 3, 3], opset=18, head=False))
+    x = np.arange(9.0)[::-1].reshape(1, 9)  # the largest element first: no other window sees X[2,2] = 0
+    np.testing.assert_array_equal(imported.net.forward(x)[0], [8, 6, 2, 0])
 
 
 def test_maxpool_directly_on_input_and_reduce_max():
@@ -345,8 +409,8 @@ def test_maxpool_verdicts(max_minus_mean, stages):
 # ------------------------------------------------------------------------------------------ refusals
 
 @pytest.mark.parametrize("nodes,inits,in_dims,words", [
-    ([helper.make_node("MaxPool", ["x"], ["h"], name="pool9", kernel_shape=[2, 2], ceil_mode=1)], {},
-     [1, 1, 5, 5], ["pool9", "MaxPool", "ceil_mode"]),
+    ([helper.make_node("MaxPool", ["x"], ["h"], name="pool9", kernel_shape=[6, 2], ceil_mode=1)], {},
+     [1, 1, 5, 5], ["pool9", "MaxPool", "does not fit"]),
     ([helper.make_node("MaxPool", ["x"], ["h", "ind"], name="pool8", kernel_shape=[2, 2])], {},
      [1, 1, 4, 4], ["pool8", "Indices"]),
     ([helper.make_node("Pad", ["x", "pads"], ["h"], name="pad3", mode="reflect")],
@@ -382,3 +446,4 @@ def test_sigmoid_network_is_unknown_in_solve_instance(tmp_path):
     res = solve_instance(path, spec, 10)
     assert res.result == "unknown" and "Sigmoid" in res.reason and "sig1" in res.reason
     assert res.vnncomp_text() == "unknown\n"
+
