@@ -162,3 +162,20 @@ def test_points_outside_the_threat_model_do_not_count(net):
     with torch.no_grad():
         fooled = int(((model(torch.zeros_like(x[:32])).argmax(1) != y[:32]) & clean).sum())
     assert checks["rejected_points"] == fooled > 0 and "linf" in checks["point_check"]
+
+
+def test_curves_grid_and_png_out(checkpoints, root, tmp_path, monkeypatch):
+    from hamverify.curves import parse_radii
+    monkeypatch.chdir(tmp_path)  # the curves' JSON goes to the default results/curves_*.json
+    grid = parse_radii("0:32/255:9", "linf")
+    assert len(grid) == 9 and grid[0] == 0 and abs(grid[-1] - 32 / 255) < 1e-12
+    assert parse_radii("0:1:3,0.25", "l2") == [0.0, 0.25, 0.5, 1.0]
+    assert "FIRST:LAST:N" in one_error_line(invoke("curves", "--model", checkpoints[0], "--eps-grid", "0:1",
+                                                   "--data-dir", root))
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "c.png"
+    res = invoke("curves", "--model", checkpoints[0], "--model", checkpoints[1], "--norm", "l2", "--eps-grid",
+                 "0:2:3", "--count", 8, "--steps", 2, "--restarts", 1, "--out", png, "--data-dir", root, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot written to {png}" in res.stderr
+    assert (tmp_path / "results" / "curves_tiny_a+tiny_b_l2.json").is_file()
