@@ -18,7 +18,17 @@ graph output closes the last.  Supported on the data path (``SUPPORTED_OPS``), e
 * row selections (a tensor's rows picked, repeated or mixed with constant rows, by numpy index
   arrays): Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, Dropout, Slice, Concat, Split,
   Gather (constant indices), Expand, Where (constant condition), Pad (constant mode); Shape;
-* piecewise linear: Relu, MaxPool (1-D and 2-D, ``ceil_mode`` 0 and 1) and ReduceMax.
+* piecewise linear: Relu, MaxPool (1-D and 2-D, ``ceil_mode`` 0 and 1) and ReduceMax;
+* comparisons (Greater, GreaterOrEqual, Less, LessOrEqual, Equal, Not; Cast to bool or to an
+  integer type) of input-dependent tensors: step functions, so decided element by element where
+  the tensor is constant or, given ``import_onnx(..., box=(lo, hi))``, where interval bounds over
+  the box fix the outcome with a margin (``DECIDE_MARGIN``): the result is then a constant (the IR
+  holds on that box only; ``OnnxModel.box_decided`` counts such elements).  Where on a comparison
+  left open is rewritten exactly when its branches meet where the condition switches (``p - q =
+  lam * (a - b)`` per element: ReLU, max, min, leaky ReLU written with Where) as ``q + lam *
+  relu(a - b)``, one ReLU layer; any other use of an open comparison (a jump) raises
+  :class:`NonLinearModel`.  Cast to float32 / float64 is the identity (the IR's arithmetic is
+  real); to float16 and other types it changes values and is refused.
 
 MaxPool and ReduceMax are encoded with ReLUs inside the IR, so that the IR keeps its two kinds of
 step and every bound method, the MILP and BaB handle them without a max layer of their own:
@@ -240,6 +250,18 @@ NONLINEAR_OPS = frozenset({
     "Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "HardSwish", "Sin", "Cos", "Tan", "Asin", "Acos",
     "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh"})
 
+# Ops that take an undecided comparison (a _Cond) as their first input.
+COND_OPS = frozenset({"Where", "Not", "Cast", "Identity"})
+# Relative slack on interval bounds (float64 rounding of the sums is far below it).
+RANGE_SLACK = 1e-9
+# The margin (relative to the magnitude of the terms) by which the box must decide a comparison:
+# wide enough that the model's own float32 arithmetic decides it the same way.
+DECIDE_MARGIN = 1e-5
+_FLOAT_TYPES = {1: "float32", 11: "float64"}  # TensorProto.FLOAT, DOUBLE
+_INT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64, 12: np.uint32,
+              13: np.uint64}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {short_text(text[0], 160)}" if text else type(exc).__name__
@@ -299,6 +321,21 @@ class _Lin:
         return _Lin((sp.diags(k) @ self.M).tocsr(), k * self.c, self.shape, self.seg)
 
 
+@dataclass
+class _Cond:
+    """An input-dependent boolean tensor ``E rel 0`` elementwise (``rel``: ``gt``, ``ge``, ``eq`` or
+    ``ne``; ``E`` a :class:`_Lin` of the output's shape) that the input box does not decide
+    everywhere: ``known`` is 1 / 0 where it does (or where ``E`` is a constant) and -1 elsewhere."""
+
+    E: _Lin
+    rel: str
+    known: np.ndarray  # int8, flattened
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.E.shape
+
+
 @dataclass(frozen=True)
 class OnnxModel:
     """An imported ONNX network: the IR plus what is needed to run the original with onnxruntime."""
@@ -311,6 +348,9 @@ class OnnxModel:
     input_dtype: str  # "float32" or "float64"
     opset: int
     source: str
+    # elements of comparisons (Greater, Equal, Cast to bool or int, ...) decided by the input box
+    # given to import_onnx: the IR equals the graph on that box only (0: everywhere)
+    box_decided: int = 0
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -318,9 +358,12 @@ class OnnxModel:
 
 
 class _Importer:
-    def __init__(self, proto, label: str):
+    def __init__(self, proto, label: str, box=None):
         self.label = label
         self.proto = proto
+        self.box = box  # (lo, hi) of the flattened input, or None
+        self.box_decided = 0
+        self._seg_range = None  # (segment, (lo, hi, mag, nz)) of its variables on the box
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.env: dict[str, object] = {}
         for init in proto.graph.initializer:
@@ -385,6 +428,10 @@ class _Importer:
         dims = tuple(int(d) for d in dims)
         sample = dims[1:] if batch else dims
         n = int(np.prod(dims, dtype=np.int64))
+        if self.box is not None:
+            lo, hi = (np.asarray(v, dtype=np.float64).ravel() for v in self.box)
+            ok = lo.size == n and hi.size == n and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
+            self.box = (lo, hi) if ok and np.all(lo <= hi) else None
         self.env[inp.name] = _Lin(sp.identity(n, format="csr"), np.zeros(n), dims, 0)
         for node in self.proto.graph.node:
             self.node(node)
@@ -401,6 +448,9 @@ class _Importer:
                 raise HamverifyError(f"{self.label}: output {out_name!r} is empty")
             width = self.affines[-1].out_features if self.affines else n
             out = _Lin(sp.csr_matrix((value.size, width)), value.ravel().copy(), value.shape, self.seg)
+        if isinstance(out, _Cond):
+            raise NonLinearModel(f"{self.label}: output {out_name!r} is a comparison of the input that the input "
+                                 f"box does not decide (a step function, not piecewise linear)")
         if not isinstance(out, _Lin):
             raise HamverifyError(f"{self.label}: output {out_name!r} is not produced by any node")
         if out.seg != self.seg:
@@ -409,7 +459,7 @@ class _Importer:
         net = Network(tuple(self.affines), tuple(sample) if sample else (1,))
         return OnnxModel(net=net, input_name=inp.name, input_dims=dims, output_name=out_name,
                          output_dims=out.shape, input_dtype="float64" if tt.elem_type == TensorProto.DOUBLE
-                         else "float32", opset=self.opset, source=self.label)
+                         else "float32", opset=self.opset, source=self.label, box_decided=self.box_decided)
 
     def close(self, lin: _Lin):
         M = lin.M.tocsr()
@@ -425,10 +475,14 @@ class _Importer:
         missing = [n for n, v in zip(node.input, ins) if n and v is None]
         if missing:
             self.fail(node, f"input {missing[0]!r} is not produced by any earlier node")
-        if not any(isinstance(v, _Lin) for v in ins):
+        if not any(isinstance(v, (_Lin, _Cond)) for v in ins):
             outs = self.fold(node)
         else:
             handler = getattr(self, f"op_{node.op_type}", None)
+            conds = [k for k, v in enumerate(ins) if isinstance(v, _Cond)]
+            if conds and not (node.op_type in COND_OPS and conds == [0]):
+                self.nonlinear(node, f"uses {node.input[conds[0]]!r}, a comparison of the input that the input box "
+                                     f"does not decide (a step function)")
             if node.op_type in NONLINEAR_OPS:
                 self.nonlinear(node, f"{node.op_type} of a tensor that depends on the network input")
             if handler is None:
@@ -711,6 +765,9 @@ class _Importer:
         return self._broadcast(node, x, shape)  # broadcasting a _Lin repeats its rows
 
     def op_Where(self, node, attrs):
+        if isinstance(self.get(node, node.input[0]), _Cond):
+            return self._where_cond(node, self.get(node, node.input[0]),
+                                    *(self.get(node, n) for n in node.input[1:3]))
         cond = np.asarray(self.const(node, node.input[0], "the condition")).astype(bool)
         pool, (ia, ib) = self._pool(node, [self.get(node, n) for n in node.input[1:3]])
         try:
@@ -744,6 +801,211 @@ class _Importer:
         if any(s <= 0 for s in out.shape) and x.size:
             self.fail(node, f"pads {list(pads)} leave nothing of shape {list(x.shape)}")
         return self._pick(pool, out)
+
+    # -- comparisons -------------------------------------------------------------------------
+    # A comparison of an input-dependent tensor is a step function: it is decided element by
+    # element, exactly where the tensor is a constant and, given an input box (import_onnx's
+    # ``box``), where interval bounds over the box show its sign with a margin (RANGE_SLACK).  A
+    # fully decided comparison is a constant (folded onward as any other); one that is not is a
+    # _Cond, which only Where (and Not, Identity) may take: Where rewrites the undecided elements
+    # exactly when the branches meet where the condition switches (max, min, ReLU, leaky ReLU in
+    # disguise), and gives NonLinearModel (``unknown``) otherwise.
+
+    def _range(self, node, E: _Lin):
+        """(lo, hi, may be non-zero) of every element of ``E``: exact for constant rows; for the
+        others interval bounds over the box, narrowed by DECIDE_MARGIN of the terms' magnitude (a
+        value is decided only with that margin), unbounded without a box."""
+        self.check_seg(node, E)
+        constant = np.diff(E.M.indptr) == 0
+        if self.box is None:
+            lo, hi = np.full(E.size, -np.inf), np.full(E.size, np.inf)
+            nz = np.ones(E.size, dtype=bool)
+        else:
+            lo, hi, mag, nz = self._affine_range(E.M, E.c, *self._segment_range())
+            lo, hi = lo - DECIDE_MARGIN * mag, hi + DECIDE_MARGIN * mag
+        lo, hi, nz = np.where(constant, E.c, lo), np.where(constant, E.c, hi), np.where(constant, E.c != 0, nz)
+        return lo, hi, nz
+
+    def _segment_range(self):
+        """(lo, hi, magnitude, may be non-zero) of the current segment's variables on the box."""
+        if self._seg_range is not None and self._seg_range[0] == self.seg:
+            return self._seg_range[1]
+        lo, hi = self.box
+        mag, nz = np.maximum(np.abs(lo), np.abs(hi)), (lo != 0) | (hi != 0)
+        for aff in self.affines:
+            lo, hi, mag, nz = self._affine_range(aff.W, aff.b, lo, hi, mag, nz)
+            nz = nz & (hi > 0)  # relu(v) with v < 0 for sure (hi is widened): exactly 0
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        self._seg_range = (self.seg, (lo, hi, mag, nz))
+        return lo, hi, mag, nz
+
+    @staticmethod
+    def _affine_range(W, b, lo, hi, mag, nz):
+        W = sp.csr_matrix(W)
+        b = np.asarray(b, dtype=np.float64).ravel()
+        pos, neg = W.maximum(0), W.minimum(0)
+        m = np.asarray(abs(W) @ mag).ravel() + np.abs(b)
+        slack = RANGE_SLACK * m
+        out_lo = np.asarray(pos @ lo + neg @ hi).ravel() + b - slack
+        out_hi = np.asarray(pos @ hi + neg @ lo).ravel() + b + slack
+        W_nz = W.copy()
+        W_nz.data = (W_nz.data != 0).astype(np.float64)
+        out_nz = (np.asarray(W_nz @ nz.astype(np.float64)).ravel() > 0) | (b != 0)
+        return out_lo, out_hi, m, out_nz
+
+    def _decide(self, node, E: _Lin, rel: str) -> np.ndarray:
+        """Per element of ``E rel 0``: 1 (true on the whole box), 0 (false) or -1 (not decided)."""
+        lo, hi, nz = self._range(node, E)
+        pos, neg, zero = lo > 0, hi < 0, ~nz
+        true = {"gt": pos, "ge": pos | zero, "eq": zero, "ne": pos | neg}[rel]
+        false = {"gt": neg | zero, "ge": neg, "eq": pos | neg, "ne": zero}[rel]
+        known = np.where(true, 1, np.where(false, 0, -1)).astype(np.int8)
+        self.box_decided += int(np.count_nonzero((known >= 0) & (np.diff(E.M.indptr) > 0)))
+        return known
+
+    def _as_lin(self, value, shape, width: int) -> _Lin:
+        """A tensor broadcast to ``shape`` as a _Lin (a constant as rows with zero weights)."""
+        if isinstance(value, _Lin):
+            return self._broadcast(None, value, shape)
+        c = np.asarray(value, dtype=np.float64)
+        n = int(np.prod(shape, dtype=np.int64))
+        c = c.ravel().copy() if c.ndim == 1 and c.size == n else np.broadcast_to(c, shape).ravel().copy()
+        return _Lin(sp.csr_matrix((c.size, width)), c, tuple(shape), self.seg)
+
+    def _compare(self, node, rel: str, swap: bool = False):
+        a, b, shape = self._binary(node)
+        if swap:
+            a, b = b, a
+        lins = [v for v in (a, b) if isinstance(v, _Lin)]
+        self.check_seg(node, *lins)
+        width = lins[0].M.shape[1]
+        a, b = self._as_lin(a, shape, width), self._as_lin(b, shape, width)
+        E = _Lin((a.M - b.M).tocsr(), a.c - b.c, shape, self.seg)
+        return self._condition(node, E, rel)
+
+    def _condition(self, node, E: _Lin, rel: str):
+        known = self._decide(node, E, rel)
+        if np.all(known >= 0):
+            return (known == 1).reshape(E.shape)
+        return _Cond(E, rel, known)
+
+    def op_Greater(self, node, attrs):
+        return self._compare(node, "gt")
+
+    def op_GreaterOrEqual(self, node, attrs):
+        return self._compare(node, "ge")
+
+    def op_Less(self, node, attrs):  # a < b  <=>  b - a > 0
+        return self._compare(node, "gt", swap=True)
+
+    def op_LessOrEqual(self, node, attrs):
+        return self._compare(node, "ge", swap=True)
+
+    def op_Equal(self, node, attrs):
+        return self._compare(node, "eq")
+
+    def op_Not(self, node, attrs):
+        c = self.get(node, node.input[0])
+        if not isinstance(c, _Cond):
+            self.fail(node, "takes a tensor that is not boolean")
+        # not (E > 0) = (-E >= 0), not (E >= 0) = (-E > 0), not (E == 0) = (E != 0)
+        flip = {"gt": "ge", "ge": "gt", "eq": "ne", "ne": "eq"}[c.rel]
+        E = c.E if c.rel in ("eq", "ne") else c.E.scaled(-np.ones(c.E.size))
+        return _Cond(E, flip, np.where(c.known < 0, -1, 1 - c.known).astype(np.int8))
+
+    def op_Cast(self, node, attrs):
+        x = self.get(node, node.input[0])
+        to = int(attrs.get("to", 0))
+        names = self._type_names()
+        if isinstance(x, _Cond):
+            if to == 9:  # BOOL: itself
+                return x
+            self.nonlinear(node, f"casts a comparison of the input that the input box does not decide to "
+                                 f"{names.get(to, to)} (a step function)")
+        if to in _FLOAT_TYPES:  # float32 / float64: the IR's real arithmetic already (no-op)
+            return x
+        if to == 9:  # BOOL: x != 0
+            return self._condition(node, x, "ne")
+        if to in _INT_TYPES:  # truncation toward zero: exact where the box fixes the integer part
+            lo, hi, _ = self._range(node, x)
+            t_lo, t_hi = np.trunc(lo), np.trunc(hi)
+            fixed = np.isfinite(t_lo) & (t_lo == t_hi)
+            if not np.all(fixed):
+                why = "no input box is given" if self.box is None else "the input box does not fix its integer part"
+                self.nonlinear(node, f"casts an input-dependent tensor to {names.get(to, to)} (rounding, a step "
+                                     f"function) at {int(np.count_nonzero(~fixed))} of {x.size} elements, and {why}")
+            info = np.iinfo(_INT_TYPES[to])
+            if t_lo.min() < info.min or t_lo.max() > info.max:
+                self.fail(node, f"values outside the range of {names.get(to, to)}")
+            self.box_decided += int(np.count_nonzero(np.diff(x.M.indptr) > 0))
+            return t_lo.astype(_INT_TYPES[to]).reshape(x.shape)
+        self.fail(node, f"a cast to {names.get(to, to)} changes the values (only float32, float64, bool and "
+                        f"integer types whose value the input box fixes are supported)")
+
+    @staticmethod
+    def _type_names() -> dict:
+        pb = onnx_proto.pb2().TensorProto
+        return {v: k.lower() for k, v in pb.DataType.items()}
+
+    def _where_cond(self, node, cond: _Cond, p, q) -> _Lin:
+        """Where on a comparison ``E rel 0``: decided elements pick their branch; an undecided one
+        is ``q + lam * relu(E)`` (``rel`` gt / ge) when ``p - q = lam * E`` there, i.e. the branches
+        meet where the condition switches, exact everywhere (one ReLU layer)."""
+        sp_, sq = (v.shape if isinstance(v, _Lin) else np.shape(v) for v in (p, q))
+        try:
+            shape = tuple(np.broadcast_shapes(cond.shape, sp_, sq))
+        except ValueError:
+            self.fail(node, f"shapes {list(cond.shape)}, {list(sp_)} and {list(sq)} do not broadcast")
+        self.check_seg(node, cond.E, *[v for v in (p, q) if isinstance(v, _Lin)])
+        width = cond.E.M.shape[1]
+        E = self._broadcast(node, cond.E, shape)
+        known = np.broadcast_to(cond.known.reshape(cond.shape), shape).ravel()
+        p, q = self._as_lin(p, shape, width), self._as_lin(q, shape, width)
+        n = int(np.prod(shape, dtype=np.int64))
+        open_ = np.flatnonzero(known < 0)
+        pool = _Lin(sp.vstack([p.M, q.M], format="csr"), np.concatenate([p.c, q.c]), (2 * n,), self.seg)
+        chosen = np.where(known == 1, np.arange(n), n + np.arange(n))
+        if open_.size == 0:
+            return pool.rows(chosen, shape)
+        why = "no input box is given" if self.box is None else "the input box does not decide it"
+        if cond.rel not in ("gt", "ge"):
+            self.nonlinear(node, f"selects on an equality of the input at {open_.size} of {n} elements, and {why} "
+                                 f"(a step function)")
+        # lam per open element: p - q = lam * E, row by row (weights and constant together)
+        AE = sp.hstack([E.M[open_], sp.csr_matrix(E.c[open_].reshape(-1, 1))], format="csr")
+        AD = sp.hstack([(p.M - q.M)[open_], sp.csr_matrix((p.c - q.c)[open_].reshape(-1, 1))], format="csr")
+        absE = abs(AE)
+        j = np.asarray(absE.argmax(axis=1)).ravel()
+        r = np.arange(open_.size)
+        lam = np.asarray(AD[r, j]).ravel() / np.asarray(AE[r, j]).ravel()
+        rest = abs(AD - sp.diags(lam) @ AE).max(axis=1).toarray().ravel()
+        scale = np.maximum(np.asarray(abs(AD).max(axis=1).todense()).ravel(),
+                           np.abs(lam) * np.asarray(absE.max(axis=1).todense()).ravel())
+        bad = rest > 1e-12 * scale
+        if np.any(bad):
+            self.nonlinear(node, f"switches between branches that differ where the condition changes (a jump) "
+                                 f"at {int(np.count_nonzero(bad))} of {n} elements, and {why}")
+        # close the segment: rows [E, q, -q] per open element, [s, -s] for a decided one (s its
+        # branch); after the ReLUs y = lam * relu(E) + relu(q) - relu(-q), resp. relu(s) - relu(-s)
+        is_open = known < 0
+        k = np.where(is_open, 3, 2)
+        start = np.concatenate([[0], np.cumsum(k)[:-1]]).astype(np.int64)
+        total = int(k.sum())
+        o, d = np.flatnonzero(is_open), np.flatnonzero(~is_open)
+        src = np.concatenate([2 * n + o, n + o, n + o, chosen[d], chosen[d]])  # rows of [p; q; E]
+        dst = np.concatenate([start[o], start[o] + 1, start[o] + 2, start[d], start[d] + 1])
+        sign = np.concatenate([np.ones(o.size), np.ones(o.size), -np.ones(o.size), np.ones(d.size), -np.ones(d.size)])
+        full = _Lin(sp.vstack([pool.M, E.M], format="csr"), np.concatenate([pool.c, E.c]), (3 * n,), self.seg)
+        S = sp.csr_matrix((sign, (dst, src)), shape=(total, 3 * n))
+        self.close(_Lin((S @ full.M).tocsr(), np.asarray(S @ full.c).ravel(), (total,), self.seg))
+        lam_all = np.zeros(n)
+        lam_all[open_] = lam
+        R = sp.csr_matrix((np.concatenate([lam_all[o], np.ones(o.size), -np.ones(o.size), np.ones(d.size),
+                                           -np.ones(d.size)]),
+                           (np.concatenate([o, o, o, d, d]),
+                            np.concatenate([start[o], start[o] + 1, start[o] + 2, start[d], start[d] + 1]))),
+                          shape=(n, total))
+        return _Lin(R, np.zeros(n), shape, self.seg)
 
     # -- reductions --------------------------------------------------------------------------
     def _reduce_windows(self, node, attrs, x: _Lin) -> tuple[np.ndarray, list[int]]:
@@ -1003,11 +1265,14 @@ class _Importer:
 SUPPORTED_OPS = {name[3:] for name in dir(_Importer) if name.startswith("op_")}
 
 
-def import_onnx(source, label: str | None = None) -> OnnxModel:
+def import_onnx(source, label: str | None = None, box=None) -> OnnxModel:
     """Import an ONNX ReLU network (path, .onnx.gz path, bytes or ModelProto) into the IR;
-    ``label`` names it in error messages (default: the path)."""
+    ``label`` names it in error messages (default: the path).  ``box``: ``(lo, hi)`` of the
+    flattened input, the only inputs the IR will be used on; comparisons (Greater, Equal, Cast to
+    bool or an integer type, ...) that interval bounds over it decide become constants, and the
+    IR equals the graph on the box only where ``box_decided`` of the result is non-zero."""
     proto, default_label = load_onnx_proto(source)
-    return _Importer(proto, label or default_label).run()
+    return _Importer(proto, label or default_label, box).run()
 
 
 def from_onnx(source) -> Network:

@@ -44,6 +44,9 @@ IR network and a :class:`~hamverify.vnnlib.VnnlibSpec` over it:
   side by side (block diagonal), a shorter one carried through the remaining ReLU layers as
   ``relu(v - s) + s`` with ``s`` a sound lower bound of ``v`` over the inputs' bounding box (so the
   ReLU is stably active: exact, and the MILP spends no binary on it);
+* each component is imported for the inputs' bounding box over all cases, so that comparisons in
+  the graph (Greater, Equal, Cast to bool or int, Where on them) that interval bounds over it
+  decide become constants: exact on that box, which is all the solver reads;
 * per case, the bounds of single inputs give the box (strict bounds read as non-strict); every
   other row, over any mix of inputs, hidden nodes and outputs of any networks, is a row of ``C z <=
   d``.  So linear constraints over several inputs are exact everywhere: in the bounds (symbolic
@@ -951,9 +954,12 @@ class Instance:
                     tensor = model.outputs[root_decl.outputs[decl.outputs.index(var)].name]
                 else:
                     tensor = var.onnx_name
-                key = (root, tensor)
+                # the inputs' bounding box, for the comparisons it decides (then the import holds on
+                # that box only: one per box)
+                box = (box_lo[self.input_cols[decl.name]], box_hi[self.input_cols[decl.name]])
+                key = (root, tensor, box[0].tobytes(), box[1].tobytes())
                 if key not in cache:
-                    cache[key] = self._import(model, tensor, var)
+                    cache[key] = self._import(model, tensor, var, box)
                 net = cache[key]
                 if net.num_classes != var.size:
                     raise HamverifyError(f"{model.path}: tensor {tensor!r} has {net.num_classes} elements; "
@@ -988,7 +994,7 @@ class Instance:
             cases.append(Case(lo, hi, C, d))
         self.spec = VnnlibSpec(self.n_in, self.n_z, tuple(cases), src)
 
-    def _import(self, model: _Model, tensor: str, var: Variable):
+    def _import(self, model: _Model, tensor: str, var: Variable, box=None):
         from .onnx_io import NonLinearModel, import_onnx
         g = model.proto.graph
         produced = {o for node in g.node for o in node.output} | {vi.name for vi in model.inputs}
@@ -998,7 +1004,8 @@ class Instance:
         single = (len(model.inputs) == 1 and len(g.output) == 1 and g.output[0].name == tensor)
         proto = model.proto if single else _cut_graph(model.proto, [(n, d) for n, d, _ in model.feed], tensor)
         try:
-            return import_onnx(proto, label=model.path if single else f"{model.path} (tensor {tensor!r})").net
+            return import_onnx(proto, label=model.path if single else f"{model.path} (tensor {tensor!r})",
+                               box=box).net
         except NonLinearModel as exc:
             raise Undecidable(str(exc)) from None
         except HamverifyError as exc:  # the importer cannot represent this graph: not a user error

@@ -233,11 +233,16 @@ def _verify(args, networks: dict, t0: float, out: _Output) -> int:
 
 
 def _solve_v1(onnx_path, spec, t0: float, budget: float, seed: int):
+    import numpy as np
+
     from .onnx_io import NonLinearModel, import_onnx, load_onnx_proto
     from .vnncomp import InstanceResult, decide
     proto, label = load_onnx_proto(onnx_path)
+    # the cases' bounding box: comparisons in the graph that it decides become constants
+    box = ((np.min([c.lo for c in spec.cases], axis=0), np.max([c.hi for c in spec.cases], axis=0))
+           if spec.cases else None)
     try:
-        imported = import_onnx(proto, label=label)
+        imported = import_onnx(proto, label=label, box=box)
     except NonLinearModel as exc:
         return InstanceResult("unknown", time.monotonic() - t0, reason=str(exc))
     except HamverifyError as exc:

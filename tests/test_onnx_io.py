@@ -224,7 +224,8 @@ def test_unsupported_ops_name_the_op_and_node():
     with pytest.raises(HamverifyError) as exc:
         import_onnx(sig)
     assert "Sigmoid" in one_line(exc) and "act7" in str(exc.value)
-    pool = _model([helper.make_node("MaxPool", ["x"], ["a", "idx"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+    pool = _model([helper.make_node("MaxPool", ["x"], ["a", "idx"], name="pool1", kernel_shape=[2, 2],
+                                     strides=[2, 2]),
                    helper.make_node("Flatten", ["a"], ["f"], name="flat"),
                    helper.make_node("Gemm", ["f", "W"], ["y"], name="fc")], {"W": _f32(rng, 4, 2)}, [1, 1, 4, 4], [1, 2])
     with pytest.raises(HamverifyError) as exc:

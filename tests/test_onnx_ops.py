@@ -411,6 +411,8 @@ def test_maxpool_verdicts(max_minus_mean, stages):
 @pytest.mark.parametrize("nodes,inits,in_dims,words", [
     ([helper.make_node("MaxPool", ["x"], ["h"], name="pool9", kernel_shape=[6, 2], ceil_mode=1)], {},
      [1, 1, 5, 5], ["pool9", "MaxPool", "does not fit"]),
+    ([helper.make_node("Cast", ["x"], ["h"], name="cast16", to=TensorProto.FLOAT16)], {},
+     [1, 4], ["cast16", "Cast", "float16", "changes the values"]),
     ([helper.make_node("MaxPool", ["x"], ["h", "ind"], name="pool8", kernel_shape=[2, 2])], {},
      [1, 1, 4, 4], ["pool8", "Indices"]),
     ([helper.make_node("Pad", ["x", "pads"], ["h"], name="pad3", mode="reflect")],
@@ -447,3 +449,155 @@ def test_sigmoid_network_is_unknown_in_solve_instance(tmp_path):
     assert res.result == "unknown" and "Sigmoid" in res.reason and "sig1" in res.reason
     assert res.vnncomp_text() == "unknown\n"
 
+
+# ------------------------------------------------------------------- comparisons, Where on them, Cast
+
+def node(op, ins, out, **kw):
+    return helper.make_node(op, ins, [out], name=out, **kw)
+
+
+def check_on_box(proto, lo, hi, n=64, seed=0, tol=1e-5):
+    """The IR imported for the box ``[lo, hi]`` against onnxruntime on points of the box (its
+    corners among them)."""
+    imported = import_onnx(proto, box=(lo, hi))
+    session = onnx_session(proto)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(lo, hi, (n, lo.size))
+    x[:4] = np.where(rng.random((4, lo.size)) < 0.5, lo, hi)
+    for xi in x.astype(np.float32).astype(np.float64):
+        ort = onnx_run(session, xi.reshape(imported.input_dims)).ravel().astype(np.float64)
+        assert np.abs(imported.net.forward(xi[None])[0] - ort).max() < tol
+    return imported
+
+
+@pytest.mark.parametrize("nodes,consts", [
+    # relu(x): Where(x > 0, x, 0)
+    ([node("Greater", ["h0", "zero"], "c"), node("Where", ["c", "h0", "zero"], "h")], {}),
+    # max(a, b) and min(a, b), a and b two conv channels (Less / GreaterOrEqual / LessOrEqual)
+    ([node("Greater", ["a", "b"], "c"), node("Where", ["c", "a", "b"], "h")], {}),
+    ([node("Less", ["a", "b"], "c"), node("Where", ["c", "a", "b"], "h")], {}),
+    ([node("GreaterOrEqual", ["b", "a"], "c"), node("Where", ["c", "a", "b"], "h")], {}),  # min
+    ([node("LessOrEqual", ["a", "b"], "c"), node("Not", ["c"], "nc"), node("Where", ["nc", "a", "b"], "h")], {}),
+    # leaky relu: Where(x > 0, x, 0.1 x); a clipped ramp max(x, 0.3) written as Where(x < 0.3, 0.3, x)
+    ([node("Greater", ["h0", "zero"], "c"), node("Mul", ["h0", "tenth"], "s"), node("Where", ["c", "h0", "s"], "h")],
+     {}),
+    ([node("Less", ["h0", "third"], "c"), node("Where", ["c", "third", "h0"], "h")], {}),
+    # a condition that is constant on some elements (x > 0 against a constant mixed in by Concat)
+    ([node("Concat", ["h0", "K"], "hk", axis=1), node("Greater", ["hk", "zero"], "c"),
+      node("Where", ["c", "hk", "zero"], "h")], {}),
+])
+def test_where_on_a_comparison_that_is_max_min_or_relu(nodes, consts):
+    rng = np.random.default_rng(12)
+    head = [conv("conv", "x", "h0", "cw", pads=[1, 1, 1, 1]),
+            node("Slice", ["h0", "s0", "s1", "ax"], "a"), node("Slice", ["h0", "s1", "s2", "ax"], "b")]
+    inits = {"cw": w(rng, 2, 1, 3, 3), "zero": np.array(0.0, np.float32), "tenth": np.array(0.1, np.float32),
+             "third": np.array(0.3, np.float32), "K": np.array([[[[-1.0, 2.0, 0.0]] * 3]], np.float32),
+             "s0": np.array([0], np.int64), "s1": np.array([1], np.int64), "s2": np.array([2], np.int64),
+             "ax": np.array([1], np.int64)}
+    imported = check(build(head + nodes, inits, [1, 1, 3, 3], opset=18), n=32)
+    assert imported.box_decided == 0  # exact everywhere, no box needed
+    assert len(imported.net.affines) == 3  # conv, the Where's ReLU layer, the head
+
+
+def test_where_rewrite_bounds_contain_samples():
+    # max(a, b) via Where over a box: the bounds of the rewritten IR hold the network's values
+    nodes = [node("Slice", ["x", "s0", "s1", "ax"], "a"), node("Slice", ["x", "s1", "s2", "ax"], "b"),
+             node("Greater", ["a", "b"], "c"), node("Where", ["c", "a", "b"], "h")]
+    inits = {"s0": np.array([0], np.int64), "s1": np.array([2], np.int64), "s2": np.array([4], np.int64),
+             "ax": np.array([1], np.int64)}
+    net = import_onnx(build(nodes, inits, [1, 4], opset=18, head=False)).net
+    lo, hi = np.array([0.0, -1.0, 0.5, -0.5]), np.array([1.0, 0.0, 0.7, 0.5])
+    out = output_bounds(net, lo, hi, symbolic_bounds(net, lo, hi))
+    x = np.random.default_rng(3).uniform(lo, hi, (500, 4))
+    y = net.forward(x)
+    np.testing.assert_allclose(y, np.maximum(x[:, :2], x[:, 2:]), atol=1e-12)
+    assert np.all(y >= out.lower - 1e-9) and np.all(y <= out.upper + 1e-9)
+
+
+WHERE_JUMP = [node("Greater", ["x", "t"], "c"), node("Where", ["c", "x", "ten"], "h")]  # x > t ? x : 10
+WHERE_INITS = {"t": np.array([-1.0, 0.5, 5.0], np.float32), "ten": np.array(10.0, np.float32)}
+
+
+def test_where_with_a_jump_is_decided_by_the_box_or_unknown():
+    proto = build(WHERE_JUMP, WHERE_INITS, [1, 3], opset=18, head=False)
+    with pytest.raises(NonLinearModel) as exc:  # without a box: a jump at x = t
+        import_onnx(proto)
+    assert "Where" in one_line(exc) and "jump" in one_line(exc) and "no input box" in one_line(exc)
+    # on [0, 0.4] x [0.6, 1] x [0, 1]: x0 > -1 (true), x1 > 0.5 (true), x2 > 5 (false)
+    imported = check_on_box(proto, np.array([0.0, 0.6, 0.0]), np.array([0.4, 1.0, 1.0]))
+    assert imported.box_decided == 3
+    np.testing.assert_allclose(imported.net.forward(np.array([[0.2, 0.7, 0.3]]))[0], [0.2, 0.7, 10.0])
+    with pytest.raises(NonLinearModel) as exc:  # x1 in [0.4, 0.6]: x1 > 0.5 is open on the box
+        import_onnx(proto, box=(np.array([0.0, 0.4, 0.0]), np.array([0.4, 0.6, 1.0])))
+    assert "1 of 3 elements" in one_line(exc) and "does not decide" in one_line(exc)
+    with pytest.raises(NonLinearModel):  # a tie at the box's edge is not decided (no margin)
+        import_onnx(proto, box=(np.array([0.0, 0.5, 0.0]), np.array([0.4, 1.0, 1.0])))
+
+
+def test_comparison_after_a_relu_layer_is_decided_by_the_box():
+    # relu(W x + b) > 0.05: the bounds of the segment come through the ReLU layer
+    nodes = [node("Gemm", ["x", "W", "b"], "g", transB=1), node("Relu", ["g"], "r"), node("Greater", ["r", "cut"], "c"),
+             node("Where", ["c", "r", "ten"], "h")]
+    W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    inits = {"W": W, "b": np.array([0.0, -2.0, 0.5], np.float32), "cut": np.array(0.05, np.float32),
+             "ten": np.array(10.0, np.float32)}
+    proto = build(nodes, inits, [1, 2], opset=18, head=False)
+    # x in [0.1, 0.3]^2: r0 in [0.1, 0.3] (> 0.05), r1 = 0 exactly (relu of [-1.9, -1.7]), r2 in [0.7, 1.1]
+    imported = check_on_box(proto, np.full(2, 0.1), np.full(2, 0.3))
+    assert imported.box_decided == 3
+
+
+def test_where_on_a_comparison_feeding_anything_else_is_unknown():
+    nodes = [node("Greater", ["x", "zero"], "c"), node("Cast", ["c"], "f", to=TensorProto.FLOAT),
+             node("Add", ["f", "x"], "h")]  # a step function of x
+    with pytest.raises(NonLinearModel) as exc:
+        import_onnx(build(nodes, {"zero": np.array(0.0, np.float32)}, [1, 3], opset=18, head=False))
+    assert "Cast" in one_line(exc) and "step" in one_line(exc)
+    nodes = [node("Equal", ["x", "zero"], "c"), node("Where", ["c", "x", "zero"], "h")]
+    with pytest.raises(NonLinearModel) as exc:
+        import_onnx(build(nodes, {"zero": np.array(0.0, np.float32)}, [1, 3], opset=18, head=False))
+    assert "equality" in one_line(exc)
+
+
+def test_cast_float_is_a_no_op_and_bool_int_equal_are_decided_by_the_box():
+    rng = np.random.default_rng(13)
+    # float -> double -> float on the data path: the identity
+    nodes = [node("Gemm", ["x", "W"], "g", transB=1), node("Cast", ["g"], "g64", to=TensorProto.DOUBLE),
+             node("Cast", ["g64"], "h", to=TensorProto.FLOAT)]
+    check(build(nodes, {"W": w(rng, 3, 4)}, [1, 4], opset=18))
+    # Cast to bool (x != 0), to int64 (truncation), Equal(x, 0), back to float; x0 = 0 exactly
+    nodes = [node("Cast", ["x"], "xb", to=TensorProto.BOOL), node("Cast", ["xb"], "fb", to=TensorProto.FLOAT),
+             node("Cast", ["x"], "xi", to=TensorProto.INT64), node("Cast", ["xi"], "fi", to=TensorProto.FLOAT),
+             node("Equal", ["x", "zero"], "xe"), node("Cast", ["xe"], "fe", to=TensorProto.FLOAT),
+             node("Concat", ["fb", "fi", "fe"], "h", axis=1)]
+    proto = build(nodes, {"zero": np.array(0.0, np.float32)}, [1, 3], opset=18, head=False)
+    lo, hi = np.array([0.0, 2.1, -3.9]), np.array([0.0, 2.4, -3.2])
+    imported = check_on_box(proto, lo, hi)
+    np.testing.assert_array_equal(imported.net.forward(((lo + hi) / 2)[None])[0], [0, 1, 1, 0, 2, -3, 1, 0, 0])
+    for box in ((np.array([0.0, 1.9, -3.9]), hi), (np.array([-0.1, 2.1, -3.9]), hi)):
+        with pytest.raises(NonLinearModel) as exc:  # x1 crosses 2 / x0 may be 0 or not: a step
+            import_onnx(proto, box=box)
+        assert "step" in one_line(exc)
+    with pytest.raises(NonLinearModel) as exc:
+        import_onnx(proto)
+    assert "no input box" in one_line(exc) or "does not decide" in one_line(exc)
+
+
+def test_box_decided_comparisons_through_solve_query(tmp_path):
+    # the conformance suite's where05 / where06 shape: Y = Where(X > 0.5, X, 0)
+    from hamverify.vnnlib2 import parse_query_text, solve_query
+    nodes = [node("Greater", ["x", "half"], "c"), node("Where", ["c", "x", "zero"], "h")]
+    proto = build(nodes, {"half": np.array([0.5], np.float32), "zero": np.array([0.0], np.float32)}, [2], opset=18,
+                  head=False)
+    path = tmp_path / "w.onnx"
+    path.write_bytes(proto.SerializeToString())
+    head = ("(vnnlib-version <2.0>)\n(declare-network N (declare-input X float32 [2]) (declare-output Y float32 [2]))\n"
+            "(assert (>= X[0] 0.0))\n(assert (<= X[0] 0.4))\n(assert (>= X[1] 0.6))\n(assert (<= X[1] 1.0))\n")
+    for out, verdict in (("(assert (>= Y[0] 0.3))", "unsat"), ("(assert (>= Y[1] 0.6))", "sat"),
+                         ("(assert (>= Y[1] 0.95))", "sat"), ("(assert (>= (+ Y[0] Y[1]) 1.01))", "unsat")):
+        res, _ = solve_query(parse_query_text(head + out), {"N": str(path)}, 20)
+        assert res.result == verdict, (out, res.reason)
+    # X[0] in [0.4, 0.6]: the jump at 0.5 lies in the box -> unknown with the reason
+    res, _ = solve_query(parse_query_text(head.replace("(<= X[0] 0.4)", "(<= X[0] 0.6)") + "(assert (>= Y[0] 0.3))"),
+                         {"N": str(path)}, 20)
+    assert res.result == "unknown" and "jump" in res.reason

@@ -362,6 +362,31 @@ def test_vnnlib_1_0_through_the_standard_command(tmp_path, nets, capsys):
     assert out == "unsat\n"
 
 
+def test_comparisons_decided_by_the_box_in_both_versions(tmp_path, capsys):
+    # Y = Where(X > t, X, 10) with t = (-1, 5): on X in [0, 1]^2 the first branch for Y[0], the
+    # second for Y[1]; the box of the query (1.0 or 2.0) decides the comparison
+    net = save(tmp_path / "where.onnx", [helper.make_node("Greater", ["x", "t"], ["c"]),
+                                         helper.make_node("Where", ["c", "x", "ten"], ["y"])],
+               [tensor("x", [2])], [tensor("y", [2])], [const("t", [-1.0, 5.0]), const("ten", 10.0)], opset=18)
+    v1 = tmp_path / "v1.vnnlib"
+    v1.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                  "(declare-const Y_1 Real)\n(assert (>= X_0 0))(assert (<= X_0 1))(assert (>= X_1 0))"
+                  "(assert (<= X_1 1))\n")
+    for tail, verdict in (("(assert (>= Y_0 1.5))", "unsat"), ("(assert (<= Y_1 9.5))", "unsat"),
+                          ("(assert (>= Y_0 0.9))", "sat")):
+        path = tmp_path / "q1.vnnlib"
+        path.write_text(v1.read_text() + tail + "\n")
+        code, out, err = run(capsys, ["verify", path, "--network", f"N={net}", "--timeout", 60])
+        assert out.splitlines()[0] == verdict, err
+    decl = "(declare-network N (declare-input X float32 [2]) (declare-output Y float32 [2]))\n"
+    code, out, err = verify(capsys, tmp_path, decl + "(assert (and (>= X[0] 0) (<= X[0] 1) (>= X[1] 0) (<= X[1] 1)))\n"
+                            "(assert (== Y[1] 10))", {"N": net})
+    assert out.startswith("sat\n"), err
+    code, out, err = verify(capsys, tmp_path, decl + "(assert (and (>= X[0] 0) (<= X[0] 1) (>= X[1] 4) (<= X[1] 6)))\n"
+                            "(assert (== Y[1] 10))", {"N": net})  # X[1] > 5 is open on [4, 6]: a jump
+    assert out == "unknown\n" and "jump" in err
+
+
 def test_capability_queries(capsys):
     answers = {}
     for flag in ("--onnx-operators", "--onnx-opset-versions", "--vnnlib-versions", "--serialise-assignments",
@@ -474,7 +499,9 @@ def test_console_script_runs(tmp_path, nets):
 # ------------------------------------------------------------------------------ the conformance suite
 
 SUITE_CASES = ["relu/relu01", "multi_io/multi_io01", "hidden/hidden02", "arithmetic_lin/arithmetic_lin01",
-               "arithmetic_lin/arithmetic_lin02", "network_equal/network_equal01", "arithmetic_poly/arithmetic_poly01"]
+               "arithmetic_lin/arithmetic_lin02", "network_equal/network_equal01", "arithmetic_poly/arithmetic_poly01",
+               # MaxPool ceil_mode=1, Where / Cast / Equal on comparisons the input box decides
+               "maxpool/maxpool03", "where/where01", "where/where06", "cast/cast03", "cast/cast07", "equal/equal04"]
 
 
 @pytest.mark.parametrize("case", SUITE_CASES)
