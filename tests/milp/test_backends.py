@@ -215,3 +215,32 @@ def test_highs_does_not_turn_invalid_bounds_into_a_proof():
     res = solve_highs(milp, time_limit=10)
     assert res.solver_status.startswith("Infeasible")
     assert res.status == UNKNOWN
+
+
+def test_highs_keeps_its_time_limit_on_a_large_trained_network():
+    """A 10 s limit on a plain-trained CIFAR-10 net's MILP at eps 1/255 (~1M nonzeros): with HiGHS's
+    feasibility-jump heuristic on, the solve ended after 46 s (the heuristic ignores the clock)."""
+    import pathlib
+
+    from hamverify.bounds import symbolic_bounds
+    from hamverify.data import load_dataset
+    from hamverify.milp.encode import margin_objective
+    from hamverify.models import load_checkpoint
+    from hamverify.network import from_torch
+    from tests.conftest import shared_data_root
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "models" / "cifar10_small_none_8_255.pt"
+    try:
+        x, y = load_dataset("cifar10", "test", shared_data_root())
+    except HamverifyError as exc:
+        pytest.skip(f"CIFAR-10 test data not found: {exc}")
+    model, _ = load_checkpoint(path)
+    net = from_torch(model.eval(), (3, 32, 32))
+    img = np.transpose(x[3].astype(np.float64) / 255, (2, 0, 1)).ravel()
+    lo, hi = np.clip(img - 1 / 255, 0, 1), np.clip(img + 1 / 255, 0, 1)
+    milp, logits = encode_network(net, lo, hi, symbolic_bounds(net, lo, hi))
+    start = time.perf_counter()
+    res = solve_highs(margin_objective(milp, logits, int(y[3]), 7), time_limit=10.0)
+    elapsed = time.perf_counter() - start
+    assert res.status == TIMEOUT, res
+    assert elapsed < 10.0 + 4.0, elapsed
