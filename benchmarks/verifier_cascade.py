@@ -1,6 +1,6 @@
 """The new verification cascade against the previous release, in one run (issue 13).
 
-  python benchmarks/verifier_cascade.py [--models mnist_0.1,mnist_0.3,cifar_8] [--count 200] \
+  python benchmarks/verifier_cascade.py [--models mnist_0.1,mnist_0.3,cifar_8,hard] [--count 200] \
       [--timeout 120] [--baseline 5c5a4f6] [--out benchmarks/results/verifier_cascade.json]
 
 The previous release is a ``git worktree`` of ``--baseline`` (default 5c5a4f6, the commit before
@@ -33,6 +33,7 @@ MODELS = {  # name -> verify config
     "mnist_0.1": "verify_configs/mnist_small_0.1.toml",
     "mnist_0.3": "verify_configs/mnist_small_0.3.toml",
     "cifar_8": "verify_configs/cifar10_small_8_255.toml",
+    "hard": "verify_configs/cifar10_small_none_1_255.toml",  # plain-trained CIFAR-10 net at 1/255
 }
 DECIDED = ("verified", "falsified", "misclassified")
 
@@ -153,7 +154,7 @@ def read_toml(path: pathlib.Path) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="mnist_0.1,mnist_0.3,cifar_8", help=f"comma-separated of {', '.join(MODELS)}")
+    ap.add_argument("--models", default="mnist_0.1,mnist_0.3,cifar_8,hard", help=f"comma-separated of {', '.join(MODELS)}")
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120.0)
