@@ -292,7 +292,8 @@ def train_destination(out, cfg, resume=None) -> tuple[pathlib.Path, pathlib.Path
 @click.option("--norm", default="linf", show_default=True, help="linf or l2: the norm of pgd, autoattack and --eps.")
 @click.option("--eps", type=RADIUS, default=None,
               help="Radius of the l_p attacks of --norm, e.g. 8/255 (default: pgd the checkpoint's eps; "
-                   "autoattack and pgd-l2 the Table 1 bound: CIFAR-10 l_inf 8/255, l_2 1.0).")
+                   "autoattack and pgd-l2 the Table 1 bound: CIFAR-10 l_inf 8/255, l_2 1.0 as the paper; "
+                   "MNIST 0.3, 2.0; Fashion-MNIST 0.1, 1.5).")
 @click.option("--bound", "bounds", multiple=True,
               help="COLUMN=VALUE (repeatable): one column's radius or bound, e.g. autoattack-l2=0.5, lpa=0.25 "
                    "(perceptual defaults: stadv 0.05, recolor 0.06, jpeg 0.25, ppgd and lpa 0.5).")

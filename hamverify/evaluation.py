@@ -101,8 +101,9 @@ def parse_bounds(items: Sequence[str]) -> dict[str, str]:
 
 def column_radius(col: Column, dataset: str, model_eps, *, norm: str, eps=None, bounds=None) -> float:
     """The radius of one column for a model: --bound for the column, else --eps for the l_p
-    columns of --norm, else the default (pgd: the checkpoint's eps; other l_p columns: the Table 1
-    bound of the data set; perceptual columns: their papers' bounds)."""
+    columns of --norm, else the default (pgd: the checkpoint's eps, or the Table 1 bound when it
+    records none; other l_p columns: the Table 1 bound of the data set; perceptual columns: their
+    papers' bounds)."""
     bounds = bounds or {}
     if col.key in bounds:
         return parse_attack_radius(bounds[col.key], col.attack, col.norm)
@@ -131,13 +132,16 @@ def result_path(folder, model_path, dataset: str, split: str, start: int, count:
     return pathlib.Path(folder).expanduser() / f"{_stem(model_path)}_{dataset}_{split}_{start}+{count}_{key}.json"
 
 
-def _reusable(path: pathlib.Path, settings: dict):
+def _reusable(path: pathlib.Path, settings: dict, batch_size: int):
+    """The stored result at ``path`` if it was made with these settings and batch size (an
+    attack's random draws depend on the batches), else None."""
     try:
         with open(path) as f:
             old = json.load(f)
     except (OSError, ValueError):
         return None
-    return old if isinstance(old, dict) and old.get("settings") == settings else None
+    same = isinstance(old, dict) and old.get("settings") == settings and old.get("batch_size") == batch_size
+    return old if same else None
 
 
 def evaluate_models(model_paths: Sequence, columns: Sequence[Column], *, norm: str = "linf", eps=None,
@@ -173,7 +177,7 @@ def evaluate_models(model_paths: Sequence, columns: Sequence[Column], *, norm: s
             settings = _settings(col, sha, ds, split, start, count, radius, seed, col_steps, col_restarts,
                                  None if lp is None else f"{lp} sha256 {lpips_sha}")
             path_json = result_path(results_dir, path, ds, split, start, count, col.key) if results_dir else None
-            res = None if (fresh or path_json is None) else _reusable(path_json, settings)
+            res = None if (fresh or path_json is None) else _reusable(path_json, settings, batch_size)
             if res is not None:
                 if log:
                     log(f"{label}reusing {path_json} (same settings): robust {res['robust_accuracy']:.2%}")
