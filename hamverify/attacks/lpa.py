@@ -141,6 +141,10 @@ class LPA(LPIPSAttack):
         generator: torch.Generator of the small random start (0.01 x Gaussian, as the paper).
     """
 
+    title = "LPA"
+    paper = ("Laidlaw et al. 2021 (LPA: Lagrangian penalty on the LPIPS distance, normalized steps of decaying "
+             "LPIPS length, projection)")
+
     def __init__(self, bound: float = DEFAULT_BOUND, steps: int = 40, lambda_rounds: int = 5, lam: float = 10.0,
                  kappa: float = 1.0, h: float = 0.1, projection_steps: int = 10, features=None,
                  generator: torch.Generator | None = None):
@@ -149,10 +153,6 @@ class LPA(LPIPSAttack):
         super().__init__(bound, steps, features, generator)
         self.lambda_rounds = int(lambda_rounds)
         self.lam, self.kappa, self.h, self.projection_steps = float(lam), float(kappa), float(h), int(projection_steps)
-
-    title = "LPA"
-    paper = ("Laidlaw et al. 2021 (LPA: Lagrangian penalty on the LPIPS distance, normalized steps of decaying "
-             "LPIPS length, projection)")
 
     def settings(self) -> dict:
         return {"lambda_rounds": self.lambda_rounds, "lam": self.lam, "kappa": self.kappa, "h": self.h,

@@ -55,8 +55,12 @@ class PPGD(LPIPSAttack):
         newton_steps: Newton iterations of the projection (then bisection for what is still outside).
         projection_steps: bisection steps of that fallback.
         features: None (self-bound: the attacked model's activations) or a callable x -> [tensors].
-        generator: torch.Generator of the small random start (0.01 x Gaussian, clipped to the bound).
+        generator: torch.Generator of the small random start (0.01 x Gaussian, projected into the bound).
     """
+
+    title = "PPGD"
+    paper = ("Laidlaw et al. 2021 (PPGD: steps of fixed LPIPS length along (J^T J)^-1 grad by conjugate gradient, "
+             "Newton projection onto the LPIPS ball)")
 
     def __init__(self, bound: float = DEFAULT_BOUND, steps: int = 40, step_size: float | None = None,
                  cg_steps: int = 5, newton_steps: int = 5, projection_steps: int = 10, features=None,
@@ -69,10 +73,6 @@ class PPGD(LPIPSAttack):
         self.cg_steps = int(cg_steps)
         self.step_size = 2.5 * self.bound / self.steps if step_size is None else float(step_size)
         self.newton_steps, self.projection_steps = int(newton_steps), int(projection_steps)
-
-    title = "PPGD"
-    paper = ("Laidlaw et al. 2021 (PPGD: steps of fixed LPIPS length along (J^T J)^-1 grad by conjugate gradient, "
-             "Newton projection onto the LPIPS ball)")
 
     def settings(self) -> dict:
         return {"step_size": self.step_size, "cg_steps": self.cg_steps,
