@@ -433,3 +433,36 @@ def test_rows_constant_over_the_box_need_no_search(hand, tmp_path, monkeypatch):
     assert res.result == "sat" and res.decided_by == "bounds" and res.milp_solves == 0
     res = solve_instance(net_path, write_spec(tmp_path / "u.vnnlib", [0, 0], [1, 1], 3, "(assert (>= Y_2 0.6))"), 10)
     assert res.result == "unsat" and res.decided_by == "bounds"
+
+
+def test_counterexample_on_the_box_edge_from_the_milp(tmp_path, monkeypatch):
+    """y = x on [1, 1000] with "y <= 1": the only witness is x = 1, where the row holds with equality
+    (VNN-LIB's <= is not strict). The MILP's min t is 0, in [0, tol]: not a proof, but its point is a
+    counterexample once validated -- found with the attack switched off, and never without validation."""
+    net_path = write_net(tmp_path / "id.onnx", Network((Affine(np.eye(1), np.zeros(1)),), (1,)))
+    spec = write_spec(tmp_path / "edge.vnnlib", [1.0], [1000.0], 1, "(assert (<= Y_0 1.0))")
+    monkeypatch.setattr(Checker, "attack", lambda self, *a, starts=None, **k: [])
+    res = solve_instance(net_path, spec, 20)
+    assert res.result == "sat" and res.decided_by == "milp", res
+    assert parse_sat(res.vnncomp_text())["X_0"] == 1.0
+    monkeypatch.setattr(Checker, "validate", lambda self, *a, **k: None)
+    assert solve_instance(net_path, spec, 20).result == "unknown"
+
+
+def test_the_attack_gets_its_time_after_torch_is_imported(tmp_path, monkeypatch):
+    """A first attack that had to import torch inside its own deadline found nothing on a loaded
+    machine; the deadline now starts after the torch modules are built (here: they take 2 s)."""
+    import time as _time
+
+    net_path = write_net(tmp_path / "id.onnx", Network((Affine(np.eye(1), np.zeros(1)),), (1,)))
+    spec = write_spec(tmp_path / "edge.vnnlib", [1.0], [1000.0], 1, "(assert (<= Y_0 1.0))")
+    slow = Checker.torch_modules
+
+    def slow_modules(self):
+        if self._modules is None:
+            _time.sleep(2.0)
+        return slow(self)
+
+    monkeypatch.setattr(Checker, "torch_modules", slow_modules)
+    res = solve_instance(net_path, spec, 20, stages="attack")
+    assert res.result == "sat" and res.decided_by == "attack", res
