@@ -731,18 +731,36 @@ def attack_cmd(model_path, attack, norm, eps, lpips_model, count, start, batch_s
               help="JSON file of the curves (default results/curves_<models>_<norm>.json); a name ending in "
                    ".png is the plot instead (as --plot; the JSON then goes to the default).")
 @click.option("--plot", type=click.Path(), default=None, help="Also draw the curves (.png; needs matplotlib).")
+@click.option("--csv", "csv_path", type=click.Path(), default=None,
+              help="Also write the curves as CSV: one row per model x eps (PGD points, then verified points).")
+@click.option("--json", "as_json", is_flag=True, help="Print the curves' JSON (schema hamverify-curves-v1) "
+                                                      "instead of the table.")
+@click.option("--verified-at", "verified_at", default=None,
+              help="Also each model's verified accuracy at these l_inf radii (e.g. 2/255,8/255), from "
+                   "`hamverify verify` records (--records, else verify's default results file): markers on the "
+                   "same axes, rows in the table, JSON and CSV.")
+@click.option("--records", "records", multiple=True, type=click.Path(),
+              help="A `hamverify verify` results file (.jsonl), matched to its --model by the model's sha256 and "
+                   "to a --verified-at radius by its eps; repeat for several models / radii (alone: verified "
+                   "accuracy at the records' radii).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @_download_option
 @one_line_errors
 def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, restarts, dataset, split, data_dir,
-               out, plot, quiet, download):
-    """Robustness curves (the paper's Figure 2): PGD robust accuracy against eps, one curve per model."""
+               out, plot, csv_path, as_json, verified_at, records, quiet, download):
+    """Robustness curves (the paper's Figure 2): PGD robust accuracy against eps, one curve per model;
+    with --verified-at / --records, verified accuracy from `verify` records on the same axes."""
     from .config import check_writable
-    from .curves import NORMS, default_curves_path, format_curves, parse_radii, plot_curves, run_curves, write_json
+    from .curves import (NORMS, default_curves_path, format_curves, parse_radii, plot_curves, run_curves,
+                         write_csv, write_json)
     norm = norm.lower()
     if norm not in NORMS:
         raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
     eps_list = parse_radii(radii, norm)
+    verified_list = [] if verified_at is None else parse_radii(verified_at, "linf", "--verified-at")
+    for rec in records:
+        if not pathlib.Path(rec).expanduser().is_file():
+            raise HamverifyError(f"verify records not found: {rec} (--records: a results .jsonl of `hamverify verify`)")
     if out and str(out).lower().endswith(".png"):
         if plot and pathlib.Path(plot).expanduser() != pathlib.Path(out).expanduser():
             raise HamverifyError("--out FILE.png is the plot: give either it or --plot, not both")
@@ -752,6 +770,8 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
             raise HamverifyError(f"model not found: {model_path}")
     path = pathlib.Path(out).expanduser() if out else default_curves_path(list(models), norm)
     check_writable(path, "curves file (--out)")
+    if csv_path:
+        check_writable(pathlib.Path(csv_path).expanduser(), "--csv file")
     if plot:
         from .stats import require_matplotlib
         require_matplotlib()  # fail before the work, not after
@@ -759,10 +779,13 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
     log = None if quiet else (lambda m: click.echo(m, err=True))
     result = run_curves(list(models), norm=norm, radii=eps_list, dataset=dataset, split=split, start=start,
                         count=count, batch_size=batch_size, seed=seed, steps=steps, restarts=restarts,
-                        data_dir=data_dir, download=download, log=log)
+                        data_dir=data_dir, download=download, log=log, verified_at=verified_list,
+                        records=[pathlib.Path(r).expanduser() for r in records])
     write_json(result, path)
-    click.echo(format_curves(result))
+    click.echo(json.dumps(result, indent=1) if as_json else format_curves(result))
     click.echo(f"curves written to {path}", err=True)
+    if csv_path:
+        click.echo(f"CSV written to {write_csv(result, csv_path)}", err=True)
     if plot:
         click.echo(f"plot written to {plot_curves(result, pathlib.Path(plot).expanduser())}", err=True)
 

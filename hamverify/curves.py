@@ -51,23 +51,24 @@ def parse_radius(text, norm: str, what: str = "--eps") -> float:
     return value
 
 
-def parse_radii(text: str, norm: str) -> list[float]:
+def parse_radii(text: str, norm: str, what: str = "--eps") -> list[float]:
     """'0,0.02,0.04' or a grid 'FIRST:LAST:N' ('0:32/255:9': 9 evenly spaced radii), or both
-    comma-separated -> the sorted distinct radii; a one-line error for an empty or bad list."""
+    comma-separated -> the sorted distinct radii; a one-line error (naming the option ``what``)
+    for an empty or bad list."""
     parts = [p for p in str(text).split(",") if p.strip()]
     if not parts:
-        raise HamverifyError(f"--eps {text!r}: give comma-separated radii, e.g. 0,0.02,0.04, or a grid 0:32/255:9")
+        raise HamverifyError(f"{what} {text!r}: give comma-separated radii, e.g. 0,0.02,0.04, or a grid 0:32/255:9")
     radii = set()
     for part in parts:
         if ":" not in part:
-            radii.add(parse_radius(part, norm))
+            radii.add(parse_radius(part, norm, what))
             continue
         fields = part.split(":")
         if len(fields) != 3 or not fields[2].strip().isdigit() or int(fields[2]) < 1:
-            raise HamverifyError(f"--eps grid {part!r}: use FIRST:LAST:N, e.g. 0:32/255:9")
-        lo, hi, n = parse_radius(fields[0], norm), parse_radius(fields[1], norm), int(fields[2])
+            raise HamverifyError(f"{what} grid {part!r}: use FIRST:LAST:N, e.g. 0:32/255:9")
+        lo, hi, n = parse_radius(fields[0], norm, what), parse_radius(fields[1], norm, what), int(fields[2])
         if hi < lo:
-            raise HamverifyError(f"--eps grid {part!r}: LAST must be >= FIRST")
+            raise HamverifyError(f"{what} grid {part!r}: LAST must be >= FIRST")
         radii.update([lo] if n == 1 else [lo + (hi - lo) * k / (n - 1) for k in range(n)])
     return sorted(radii)
 
@@ -373,7 +374,7 @@ def robustness_curve(model, x, y, radii: Sequence[float], norm: str, *, seed: in
             idx = alive.nonzero().squeeze(1)
             _, robust, _ = attack_masks(model, x[idx], y[idx], obj, norm, batch_size)
             alive[idx[~robust]] = False
-        accuracies.append(float(alive.float().mean()) if len(x) else 0.0)
+        accuracies.append(int(alive.sum()) / len(x) if len(x) else 0.0)  # exact shares, no float32 rounding
         seconds.append(time.time() - t0)
         if progress:
             progress(f"{label}eps {r:.6g}: robust {accuracies[-1]:.2%} (clean {float(clean.float().mean()):.2%}), "
@@ -381,15 +382,115 @@ def robustness_curve(model, x, y, radii: Sequence[float], norm: str, *, seed: in
     if impl is None:
         impl = implementation(make_attack(attack, norm, 1.0 if norm == "l2" else 0.5, seed=seed, steps=steps,
                                           restarts=restarts))
-    return {"clean_accuracy": float(clean.float().mean()) if len(x) else 0.0, "robust_accuracy": accuracies,
+    return {"clean_accuracy": int(clean.sum()) / len(x) if len(x) else 0.0, "robust_accuracy": accuracies,
             "seconds": seconds, "implementation": impl}
+
+
+# -- verified accuracy from `hamverify verify` records ---------------------------------------
+# Two eps values name the same point when they differ by less than this (a fraction such as 8/255
+# parsed twice, or its float written to a config file and read back).
+EPS_MATCH = 1e-9
+
+
+def read_verify_records(path) -> dict:
+    """One ``hamverify verify`` results file (.jsonl): its records (one per input, the last written
+    wins) and the one model (sha256) and eps they are for; a one-line error for a missing, empty or
+    damaged file, or one that mixes models or radii."""
+    from .records import dedupe_latest, read_records
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise HamverifyError(f"verify records not found: {path} (--records: a results .jsonl of `hamverify verify`)")
+    records, note = read_records(path)
+    records = sorted(dedupe_latest(records).values(), key=lambda r: r.index)
+    if not records:
+        raise HamverifyError(f"{path} holds no verify records")
+    shas = sorted({r.model_sha256 for r in records})
+    if len(shas) > 1 or not shas[0]:
+        raise HamverifyError(f"{path} holds records of {len(shas)} models (or records without a model hash): "
+                             f"one results file per model and eps")
+    radii = sorted({float(r.eps) for r in records})
+    if radii[-1] - radii[0] > EPS_MATCH:
+        raise HamverifyError(f"{path} holds records at {len(radii)} radii ({', '.join(f'{e:.6g}' for e in radii)}): "
+                             f"one results file per model and eps")
+    datasets = sorted({r.dataset for r in records if r.dataset})
+    splits = sorted({r.split for r in records if r.split})
+    return {"path": path, "records": records, "model_sha256": shas[0], "eps": radii[0], "note": note,
+            "dataset": datasets[0] if len(datasets) == 1 else None, "split": ",".join(splits) or None}
+
+
+def verified_points(models: Sequence[tuple], verified_at: Sequence[float], records_paths: Sequence = (), *,
+                    split: str = "test", log: Callable[[str], None] | None = None) -> list[list[dict]]:
+    """Verified accuracy of each model at each radius of ``verified_at`` (l_inf), from verify records.
+
+    ``models``: ``(path, dataset, model_sha256)`` per model.  Each (model, radius) takes the one
+    ``records_paths`` file whose records are for that model (by sha256) and radius, else the file
+    ``hamverify verify`` writes by default (``results/<model>_<dataset>_<split>_eps<eps>.jsonl``) if
+    it exists and matches.  One-line errors: a (model, radius) without records, two files for one,
+    a file for none of the models or radii, a file of another data set.  ``verified_at`` without
+    ``records_paths`` looks only at the default files.  Returns, per model, one entry per radius
+    (the summary of ``hamverify summary``, recomputed from the records, plus where they came from)."""
+    from .report import summarize
+    from .runner import default_results_path
+    verified_at = sorted(float(e) for e in verified_at)
+    unique: dict = {}  # a file given twice counts once
+    for p in records_paths:
+        unique.setdefault(pathlib.Path(p).expanduser().resolve(), p)
+    files = [read_verify_records(p) for p in unique.values()]
+    shas = {sha for _p, _ds, sha in models}
+    for f in files:
+        if f["model_sha256"] not in shas:
+            raise HamverifyError(f"{f['path']} holds records of model sha256 {f['model_sha256'][:12]}…, none of the "
+                                 f"--model's ({', '.join(f'{_stem(p)} {sha[:12]}…' for p, _, sha in models)})")
+        if not any(abs(f["eps"] - e) <= EPS_MATCH for e in verified_at):
+            raise HamverifyError(f"{f['path']} holds records at eps {f['eps']:.6g}, not one of --verified-at "
+                                 f"{', '.join(f'{e:.6g}' for e in verified_at)}")
+    out = []
+    for path, ds, sha in models:
+        entries = []
+        for eps in verified_at:
+            found = [f for f in files if f["model_sha256"] == sha and abs(f["eps"] - eps) <= EPS_MATCH]
+            if len(found) > 1:
+                raise HamverifyError(f"two --records files for {_stem(path)} at eps {eps:.6g}: "
+                                     f"{found[0]['path']} and {found[1]['path']}; give one")
+            if not found:
+                default = default_results_path(path, ds, split, eps)
+                if not default.is_file():
+                    raise HamverifyError(f"no verify records for {_stem(path)} at eps {eps:.6g}: give --records FILE "
+                                         f"(a results .jsonl of `hamverify verify --model {path} --eps {eps:.6g}`; "
+                                         f"its default {default} does not exist)")
+                f = read_verify_records(default)
+                if f["model_sha256"] != sha or abs(f["eps"] - eps) > EPS_MATCH:
+                    raise HamverifyError(f"{default} (the default verify results of {_stem(path)} at eps {eps:.6g}) "
+                                         f"holds records of another model or eps; give --records FILE")
+                found = [f]
+            f = found[0]
+            if f["dataset"] and f["dataset"] != ds:
+                raise HamverifyError(f"{f['path']} holds records on {f['dataset']}, the curve of {_stem(path)} "
+                                     f"is on {ds}")
+            if f["note"] and log:
+                log(f["note"])
+            recs = f["records"]
+            s = summarize(recs)
+            entries.append({"eps": eps, "verified_accuracy": s["verified_accuracy"], "count": s["n"],
+                            **{k: s[k] for k in ("verified", "falsified", "misclassified", "timeout", "unknown",
+                                                 "error", "clean_accuracy", "pgd_accuracy", "tightening",
+                                                 "backend")},
+                            "records": str(f["path"]), "split": f["split"], "first_index": recs[0].index,
+                            "last_index": recs[-1].index, "threat_model": "linf"})
+        out.append(entries)
+    return out
 
 
 def run_curves(model_paths: Sequence, *, norm: str, radii: Sequence[float], dataset: str | None = None,
                split: str = "test", start: int = 0, count: int = 1000, batch_size: int = 200, seed: int = 0,
                steps: int = PGD_STEPS, restarts: int = PGD_RESTARTS, data_dir=None, download: bool | None = None,
-               log: Callable[[str], None] | None = None) -> dict:
-    """Robustness curves of several models on the same inputs (schema hamverify-curves-v1)."""
+               log: Callable[[str], None] | None = None, verified_at: Sequence[float] = (),
+               records: Sequence = ()) -> dict:
+    """Robustness curves of several models on the same inputs (schema hamverify-curves-v1).
+
+    ``verified_at`` (l_inf radii) / ``records`` (verify results files): each model's verified
+    accuracy at those radii, from ``hamverify verify`` records (``verified_points``; every file is
+    matched to its model and radius before any attack runs); ``records`` alone: at their radii."""
     if norm not in NORMS:
         raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
     if batch_size < 1:
@@ -399,6 +500,10 @@ def run_curves(model_paths: Sequence, *, norm: str, radii: Sequence[float], data
         raise HamverifyError("--eps: give at least one radius")
     loaded = [(p, *load_model(p, dataset)) for p in model_paths]  # every model checked before any work
     make_attack(CURVE_ATTACK[norm], norm, radii[-1], seed=seed, steps=steps, restarts=restarts)  # settings check
+    if records and not verified_at:
+        verified_at = sorted({read_verify_records(r)["eps"] for r in records})
+    verified = (verified_points([(p, ds, sha) for p, _m, ds, _e, sha in loaded], verified_at, records,
+                                split=split, log=log) if verified_at else None)
     models, data, impl, t_all = [], {}, None, time.time()
     for path, model, ds, _eps, sha in loaded:
         if ds not in data:
@@ -414,13 +519,32 @@ def run_curves(model_paths: Sequence, *, norm: str, radii: Sequence[float], data
         impl = curve.pop("implementation")
         models.append({"model": str(path), "name": pathlib.Path(path).stem, "model_sha256": sha, "dataset": ds,
                        "count": len(x), **curve, "wall_time": time.time() - t0})
+        if verified is not None:
+            models[-1]["verified"] = verified[len(models) - 1]
+            for v in models[-1]["verified"]:
+                if log and (v["first_index"], v["last_index"], v["count"]) != (start, start + len(x) - 1, len(x)):
+                    log(f"{label}verified accuracy at eps {v['eps']:.6g} is over the {v['count']} inputs of "
+                        f"{v['records']} (indices {v['first_index']}-{v['last_index']}), not the curve's "
+                        f"{split}[{start}:{start + len(x)}]")
     import torch
-    return {"schema": "hamverify-curves-v1", "norm": norm, "eps": radii, "attack": CURVE_ATTACK[norm],
-            "implementation": impl, "split": split, "start": start, "count": count, "seed": seed,
-            "batch_size": batch_size, "cumulative": True,
-            "note": "an input broken at a radius counts as broken at every larger radius (its point lies in the larger ball)",
-            "models": models, "wall_time": time.time() - t_all, "hamverify_version": __version__,
-            "torch_version": str(torch.__version__)}
+    out = {"schema": "hamverify-curves-v1", "norm": norm, "eps": radii, "attack": CURVE_ATTACK[norm],
+           "implementation": impl, "split": split, "start": start, "count": count, "seed": seed,
+           "batch_size": batch_size, "cumulative": True,
+           "note": "an input broken at a radius counts as broken at every larger radius (its point lies in the larger ball)",
+           "models": models, "wall_time": time.time() - t_all, "hamverify_version": __version__,
+           "torch_version": str(torch.__version__)}
+    if verified is not None:
+        out["verified_at"] = sorted(float(e) for e in verified_at)
+        out["verified_note"] = VERIFIED_NOTE[norm]
+    return out
+
+
+VERIFIED_NOTE = {
+    "linf": "verified accuracy: share of the records' inputs that `hamverify verify` proved robust in the l_inf "
+            "ball (exact: no point of the ball is misclassified); timeouts, unknowns and errors count as not verified",
+    "l2": "verified accuracy: share of the records' inputs that `hamverify verify` proved robust in the l_inf "
+          "ball of radius eps, which contains the l_2 ball of radius eps: a lower bound on l_2 verified accuracy",
+}
 
 
 def format_curves(result: dict) -> str:
@@ -434,7 +558,56 @@ def format_curves(result: dict) -> str:
     for k, r in enumerate(result["eps"]):
         lines.append(f"{r:>10.6g}  " + "  ".join(f"{m['robust_accuracy'][k]:>{width}.2%}" for m in result["models"]))
     lines.append(f"{'clean':>10}  " + "  ".join(f"{m['clean_accuracy']:>{width}.2%}" for m in result["models"]))
+    if result.get("verified_at"):
+        kind = "l_inf" + (", a lower bound on l_2" if result["norm"] == "l2" else "")
+        lines.append(f"verified accuracy (hamverify verify records, {kind}; inputs per point in brackets)")
+        lines.append(f"{'eps':>10}  " + "  ".join(f"{n:>{width}}" for n in names))
+        for k, r in enumerate(result["verified_at"]):
+            cells = [f"{m['verified'][k]['verified_accuracy']:.2%} ({m['verified'][k]['count']})"
+                     for m in result["models"]]
+            lines.append(f"{r:>10.6g}  " + "  ".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
+
+
+CSV_FIELDS = ("model", "name", "model_sha256", "dataset", "norm", "eps", "measure", "robust_accuracy", "count",
+              "clean_accuracy", "attack", "implementation", "steps", "restarts", "seed", "split", "start", "records")
+
+
+def curves_rows(result: dict) -> list[dict]:
+    """One row per model x eps (CSV_FIELDS): the PGD curve's points (measure ``pgd``), then the
+    verified points (measure ``verified``: verified accuracy from verify records, l_inf)."""
+    impl = result["implementation"]
+    rows = []
+    for m in result["models"]:
+        base = {"model": m["model"], "name": m["name"], "model_sha256": m["model_sha256"], "dataset": m["dataset"]}
+        for eps, acc in zip(result["eps"], m["robust_accuracy"]):
+            rows.append({**base, "norm": result["norm"], "eps": eps, "measure": "pgd", "robust_accuracy": acc,
+                         "count": m["count"], "clean_accuracy": m["clean_accuracy"], "attack": result["attack"],
+                         "implementation": f"{impl['name']} {impl['version']}", "steps": impl["steps"],
+                         "restarts": impl["restarts"], "seed": result["seed"], "split": result["split"],
+                         "start": result["start"], "records": ""})
+        for v in m.get("verified", []):
+            rows.append({**base, "norm": v["threat_model"], "eps": v["eps"], "measure": "verified",
+                         "robust_accuracy": v["verified_accuracy"], "count": v["count"],
+                         "clean_accuracy": v["clean_accuracy"], "attack": "verify",
+                         "implementation": f"hamverify verify ({v['tightening']}, {v['backend']})", "steps": "",
+                         "restarts": "", "seed": "", "split": v["split"] or "", "start": v["first_index"],
+                         "records": v["records"]})
+    return rows
+
+
+def write_csv(result: dict, path) -> pathlib.Path:
+    """The curves as CSV (``curves_rows``), written atomically."""
+    import csv
+    path = pathlib.Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(curves_rows(result))
+    os.replace(tmp, path)
+    return path
 
 
 def plot_curves(result: dict, path) -> pathlib.Path:
@@ -448,7 +621,12 @@ def plot_curves(result: dict, path) -> pathlib.Path:
     per_255 = result["norm"] == "linf" and datasets == {"cifar10"}
     xs = [e * 255 for e in result["eps"]] if per_255 else result["eps"]
     for m in result["models"]:
-        ax.plot(xs, [100 * a for a in m["robust_accuracy"]], marker="o", markersize=3, label=m["name"])
+        (line,) = ax.plot(xs, [100 * a for a in m["robust_accuracy"]], marker="o", markersize=3, label=m["name"])
+        if m.get("verified"):  # verified accuracy at chosen radii: markers in the curve's colour
+            vx = [v["eps"] * 255 if per_255 else v["eps"] for v in m["verified"]]
+            ax.plot(vx, [100 * v["verified_accuracy"] for v in m["verified"]], linestyle="none", marker="*",
+                    markersize=9, color=line.get_color(), label=f"{m['name']} verified"
+                    + (" (l_inf)" if result["norm"] == "l2" else ""))
     impl = result["implementation"]
     norm = "l_inf" if result["norm"] == "linf" else "l_2"
     ax.set_xlabel(f"{norm} bound (eps/255)" if per_255 else f"{norm} bound (eps)")

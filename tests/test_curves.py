@@ -1,8 +1,11 @@
 """Robustness curves (hamverify.curves) and the `hamverify attack` / `hamverify curves` commands:
 the curve equals the clean accuracy at eps 0 and never rises, both commands run end to end on a
-tiny checkpoint and write their JSON, and bad input is one `error:` line with exit code 2."""
+tiny checkpoint and write their JSON (and CSV), verified accuracy from `hamverify verify` records
+joins the curves (--verified-at / --records) and never exceeds PGD's on the same inputs, and bad
+input -- records of another model or eps among them -- is one `error:` line with exit code 2."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -186,3 +189,149 @@ def test_autoattack_missing_is_one_line_with_the_hint(checkpoint, root, monkeypa
     line = one_error_line(invoke("attack", "--model", checkpoint, "--attack", "autoattack", "--eps", "0.1",
                                  "--count", 2, "--data-dir", root))
     assert "pip install --no-deps torchattacks==3.5.1" in line
+
+
+# -- --csv, --json, and verified accuracy from `hamverify verify` records -----------------------
+CURVE = ("--eps", "0,0.02,0.05", "--count", 20, "--steps", 5, "--restarts", 2)
+
+
+@pytest.fixture(scope="module")
+def records(checkpoint, root, tmp_path_factory):
+    """`hamverify verify` results of the checkpoint on the curve's 20 inputs at eps 0.02 and 0.05."""
+    folder = tmp_path_factory.mktemp("records")
+    out = {}
+    for eps in ("0.02", "0.05"):
+        path = folder / f"tiny_eps{eps}.jsonl"
+        res = invoke("verify", "--model", checkpoint, "--eps", eps, "--count", 20, "--timeout", 10,
+                     "--results", path, "--quiet", "--data-dir", root)
+        assert res.exit_code == 0, res.output
+        out[float(eps)] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(net, tmp_path_factory):
+    """Another model (one weight changed): another sha256."""
+    import copy
+    model = copy.deepcopy(net[0])
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    path = tmp_path_factory.mktemp("other") / "other.pt"
+    save_checkpoint(path, model, arch="tiny_mlp", dataset="mnist", eps=0.1)
+    return path
+
+
+def test_curves_csv_and_json(checkpoint, other_checkpoint, root, tmp_path):
+    csv_path = tmp_path / "c.csv"
+    res = invoke("curves", "--model", checkpoint, "--model", other_checkpoint, *CURVE, "--out", tmp_path / "c.json",
+                 "--csv", csv_path, "--json", "--data-dir", root)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)  # --json: the JSON on stdout instead of the table
+    assert data == json.loads((tmp_path / "c.json").read_text())
+    assert "verified_at" not in data and all("verified" not in m for m in data["models"])
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 2 * 3  # one row per model x eps
+    assert {"model", "norm", "eps", "robust_accuracy", "count", "attack", "steps", "restarts", "seed"} <= set(rows[0])
+    for m in data["models"]:
+        mine = [r for r in rows if r["model"] == m["model"]]
+        assert [float(r["eps"]) for r in mine] == data["eps"]
+        acc = [float(r["robust_accuracy"]) for r in mine]
+        assert acc == m["robust_accuracy"] and acc == sorted(acc, reverse=True)  # monotone, same seed
+        assert acc[0] == m["clean_accuracy"] == float(mine[0]["clean_accuracy"])
+        for r in mine:
+            assert (r["norm"], r["measure"], r["attack"], r["count"], r["steps"], r["restarts"], r["seed"]) == \
+                ("linf", "pgd", "pgd", "20", "5", "2", "0")
+            assert r["model_sha256"] == m["model_sha256"] and r["implementation"].startswith("hamverify ")
+    assert "CSV written to" in res.stderr
+
+
+def test_verified_at_from_records(checkpoint, records, root, tmp_path):
+    csv_path, png = tmp_path / "c.csv", tmp_path / "c.png"
+    args = ["curves", "--model", checkpoint, *CURVE, "--out", tmp_path / "c.json", "--csv", csv_path,
+            "--verified-at", "0.05,0.02", "--records", records[0.02], "--records", records[0.05], "--data-dir", root]
+    try:
+        import matplotlib  # noqa: F401
+        args += ["--plot", png]
+    except ImportError:
+        png = None
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["verified_at"] == [0.02, 0.05] and "lower bound" not in data["verified_note"]
+    (m,) = data["models"]
+    for k, eps in enumerate(data["verified_at"]):
+        v = m["verified"][k]
+        assert v["eps"] == eps and v["records"] == str(records[eps]) and v["count"] == 20
+        assert (v["first_index"], v["last_index"], v["threat_model"]) == (0, 19, "linf")
+        summary = json.loads(invoke("summary", records[eps], "--json").stdout)  # the same records, the same numbers
+        assert v["verified_accuracy"] == summary["verified_accuracy"] and v["verified"] == summary["verified"]
+        # the same 20 inputs at the same eps: a proof beats no attack, so verified <= PGD-robust
+        assert v["verified_accuracy"] <= m["robust_accuracy"][data["eps"].index(eps)]
+        assert v["clean_accuracy"] == m["clean_accuracy"]
+    assert m["verified"][1]["verified_accuracy"] <= m["verified"][0]["verified_accuracy"]
+    assert 0 < m["verified"][0]["verified_accuracy"]
+    table = res.stdout.splitlines()
+    assert table[6].startswith("verified accuracy (hamverify verify records, l_inf")
+    assert len(table) == 6 + 2 + 2  # PGD block, then title, header and one row per verified radius
+    assert f"{m['verified'][0]['verified_accuracy']:.2%} (20)" in table[8]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["measure"] for r in rows] == ["pgd"] * 3 + ["verified"] * 2
+    for r, v in zip(rows[3:], m["verified"]):
+        assert (float(r["eps"]), float(r["robust_accuracy"]), int(r["count"]), r["norm"], r["attack"], r["records"]) \
+            == (v["eps"], v["verified_accuracy"], 20, "linf", "verify", v["records"])
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_records_alone_give_their_radii_and_l2_says_lower_bound(checkpoint, records, root, tmp_path):
+    res = invoke("curves", "--model", checkpoint, "--norm", "l2", "--eps", "0,0.5", "--count", 20, "--steps", 2,
+                 "--restarts", 1, "--out", tmp_path / "c.json", "--records", records[0.05], "--json", "--quiet",
+                 "--data-dir", root)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["verified_at"] == [0.05] and "lower bound on l_2" in data["verified_note"]
+    assert data["models"][0]["verified"][0]["eps"] == 0.05
+
+
+def test_verified_at_finds_verifys_default_results_file(checkpoint, records, root, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    shutil.copy(records[0.02], tmp_path / "results" / "tiny_mnist_test_eps0.02000.jsonl")  # verify's default name
+    res = invoke("curves", "--model", checkpoint, *CURVE, "--out", tmp_path / "c.json", "--verified-at", "0.02",
+                 "--quiet", "--json", "--data-dir", root)
+    assert res.exit_code == 0, res.output
+    (v,) = json.loads(res.stdout)["models"][0]["verified"]
+    assert v["records"].endswith("tiny_mnist_test_eps0.02000.jsonl") and v["count"] == 20
+    line = one_error_line(invoke("curves", "--model", checkpoint, *CURVE, "--out", tmp_path / "c.json",
+                                 "--verified-at", "0.03", "--data-dir", root))
+    assert "no verify records for tiny at eps 0.03" in line and "--records" in line
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--verified-at", "0.03", "--records", "R0.02"], "holds records at eps 0.02, not one of --verified-at 0.03"),
+    (["--verified-at", "0.02,0.05", "--records", "R0.02"], "no verify records for tiny at eps 0.05"),
+    (["--verified-at", "0.02", "--model", "OTHER", "--records", "R0.02"], "no verify records for other at eps 0.02"),
+    (["--verified-at", "0.02", "--records", "R0.02", "--records", "COPY"], "two --records files for tiny at eps 0.02"),
+    (["--records", "NOPE"], "verify records not found"),
+    (["--records", "EMPTY"], "holds no verify records"),
+    (["--verified-at", "abc", "--records", "R0.02"], "invalid --verified-at 'abc'"),
+    (["--verified-at", "2", "--records", "R0.02"], "[0, 1]"),
+])
+def test_records_mismatch_is_one_line(checkpoint, other_checkpoint, records, root, tmp_path, extra, words):
+    import shutil
+    shutil.copy(records[0.02], tmp_path / "copy.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    subs = {"R0.02": records[0.02], "OTHER": other_checkpoint, "COPY": tmp_path / "copy.jsonl",
+            "NOPE": tmp_path / "nope.jsonl", "EMPTY": tmp_path / "empty.jsonl"}
+    out = tmp_path / "c.json"
+    line = one_error_line(invoke("curves", "--model", checkpoint, *CURVE, "--out", out, "--data-dir", root,
+                                 *[subs.get(a, a) for a in extra]))
+    assert words in line, line
+    assert not out.exists()  # refused before any work
+
+
+def test_records_of_another_model_is_one_line(other_checkpoint, records, root, tmp_path):
+    line = one_error_line(invoke("curves", "--model", other_checkpoint, *CURVE, "--out", tmp_path / "c.json",
+                                 "--records", records[0.02], "--data-dir", root))
+    assert "holds records of model sha256" in line and "none of the --model's (other " in line
