@@ -15,13 +15,13 @@ Columns: ``pass`` (the known answer), ``fail`` (the other definite answer: a wro
 exited on an error, was killed at the time limit, or the case has no known answer) and ``skip``
 (an op or theory not claimed).  Exit status 1 when any case failed.
 
-Measured (vnnlib-satisfactory 1.0.1, ``--timeout 30``, 2 cores busy with two trainings, load
-4.4-6.0, 491 s wall): 152 of 178 pass, 0 fail, 8 unknown, 0 error, 18 skipped.  Unknown: Div by an
-input-dependent tensor (4) and a Mul of two (1): not piecewise linear; ``network_isomorphic01``
-(1), which declares float16 for a float32 model; ``constant01`` and ``arithmetic_lin02`` (sat only
-at a corner of the input box, where every row holds with equality): the attack does not reach the
-corner within its share of 30 s and the MILP's optimum t = 0 is not a strict counterexample; both
-answer sat at ``--timeout 60`` (in the run before, at load 3.7-5.2, ``arithmetic_lin02`` passed).
+Measured (vnnlib-satisfactory 1.0.1, ``--timeout 30``, 2 cores busy with a training and helpers,
+load 3.2-3.9, 675 s wall): 154 of 178 pass, 0 fail, 6 unknown, 0 error, 18 skipped.  Unknown: Div by
+an input-dependent tensor (4) and a Mul of two (1): not piecewise linear; ``network_isomorphic01``
+(1), which declares float16 for a float32 model.  ``constant01`` and ``arithmetic_lin02`` (sat only
+at a corner of the input box, where every row holds with equality) pass since the MILP's point with
+``t = 0`` is tried as a counterexample and the attack's time starts after torch is imported; in the
+run before (load 4.4-6.0) they answered unknown at 30 s: 152 pass, 8 unknown.
 Skipped (not claimed by ``supports``): Pow (6), Softmax (5), Sigmoid (3) and the POLY theory (4,
 products of variables).  Before MaxPool ``ceil_mode=1``, comparisons (Greater, Equal, Cast, Where
 on them) and Cast: 132 pass, 0 fail, 14 unknown, 32 skipped (load 3.7-5.2, 554 s).  Every pass, fail
