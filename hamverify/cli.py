@@ -716,8 +716,10 @@ def attack_cmd(model_path, attack, norm, eps, lpips_model, count, start, batch_s
 @click.option("--model", "models", multiple=True, required=True, type=click.Path(),
               help="Checkpoint (.pt) or ONNX (needs --dataset); repeat for one curve per model.")
 @click.option("--norm", default="linf", show_default=True, help="linf (PGD) or l2 (l_2 PGD).")
-@click.option("--eps", "--eps-grid", "radii", required=True,
-              help="Comma-separated radii, e.g. 0,0.02,0.04,0.06, or a grid FIRST:LAST:N, e.g. 0:32/255:9.")
+@click.option("--eps", "--eps-grid", "radii", default=None,
+              help="Comma-separated radii, e.g. 0,0.02,0.04,0.06, or a grid FIRST:LAST:N, e.g. 0:32/255:9 "
+                   "(default: Figure 2's range for the data set: l_inf 0:32/255:9 on CIFAR-10, 0:0.4:9 on "
+                   "MNIST / Fashion-MNIST; l_2 0:4:9).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of inputs.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First input index.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
@@ -730,7 +732,9 @@ def attack_cmd(model_path, attack, norm, eps, lpips_model, count, start, batch_s
 @click.option("--out", type=click.Path(), default=None,
               help="JSON file of the curves (default results/curves_<models>_<norm>.json); a name ending in "
                    ".png is the plot instead (as --plot; the JSON then goes to the default).")
-@click.option("--plot", type=click.Path(), default=None, help="Also draw the curves (.png; needs matplotlib).")
+@click.option("--plot", type=click.Path(), default=None,
+              help="Draw the curves here (.png; needs matplotlib; default: beside the JSON, when matplotlib is "
+                   "installed).")
 @click.option("--csv", "csv_path", type=click.Path(), default=None,
               help="Also write the curves as CSV: one row per model x eps (PGD points, then verified points).")
 @click.option("--json", "as_json", is_flag=True, help="Print the curves' JSON (schema hamverify-curves-v1) "
@@ -751,12 +755,15 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
     """Robustness curves (the paper's Figure 2): PGD robust accuracy against eps, one curve per model;
     with --verified-at / --records, verified accuracy from `verify` records on the same axes."""
     from .config import check_writable
-    from .curves import (NORMS, default_curves_path, format_curves, parse_radii, plot_curves, run_curves,
-                         write_csv, write_json)
+    from .curves import (NORMS, default_curves_path, default_grid, format_curves, parse_radii, plot_curves,
+                         run_curves, write_csv, write_json)
     norm = norm.lower()
     if norm not in NORMS:
         raise HamverifyError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
-    eps_list = parse_radii(radii, norm)
+    for model_path in models:
+        if not pathlib.Path(model_path).expanduser().is_file():
+            raise HamverifyError(f"model not found: {model_path}")
+    eps_list = parse_radii(radii if radii is not None else default_grid(list(models), norm, dataset), norm)
     verified_list = [] if verified_at is None else parse_radii(verified_at, "linf", "--verified-at")
     for rec in records:
         if not pathlib.Path(rec).expanduser().is_file():
@@ -765,11 +772,15 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
         if plot and pathlib.Path(plot).expanduser() != pathlib.Path(out).expanduser():
             raise HamverifyError("--out FILE.png is the plot: give either it or --plot, not both")
         plot, out = out, None
-    for model_path in models:
-        if not pathlib.Path(model_path).expanduser().is_file():
-            raise HamverifyError(f"model not found: {model_path}")
     path = pathlib.Path(out).expanduser() if out else default_curves_path(list(models), norm)
     check_writable(path, "curves file (--out)")
+    plot_note = None
+    if plot is None:  # a plot beside the JSON unless matplotlib is missing (then one line says so)
+        try:
+            import matplotlib  # noqa: F401
+            plot = str(path.with_suffix(".png"))
+        except ImportError:
+            plot_note = "no plot: matplotlib is missing (pip install -e '.[plot]'; or give --plot FILE.png)"
     if csv_path:
         check_writable(pathlib.Path(csv_path).expanduser(), "--csv file")
     if plot:
@@ -788,6 +799,8 @@ def curves_cmd(models, norm, radii, count, start, batch_size, seed, steps, resta
         click.echo(f"CSV written to {write_csv(result, csv_path)}", err=True)
     if plot:
         click.echo(f"plot written to {plot_curves(result, pathlib.Path(plot).expanduser())}", err=True)
+    elif plot_note:
+        click.echo(plot_note, err=True)
 
 
 if __name__ == "__main__":

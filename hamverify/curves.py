@@ -73,6 +73,31 @@ def parse_radii(text: str, norm: str, what: str = "--eps") -> list[float]:
     return sorted(radii)
 
 
+# Default radii per data set and norm when --eps is not given: the ranges of the paper's Figure 2
+# (l_inf up to 32/255 on CIFAR-10 and 0.4 on MNIST; l_2 up to 4), nine points each.
+DEFAULT_GRIDS = {("cifar10", "linf"): "0:32/255:9", ("cifar10", "l2"): "0:4:9",
+                 ("mnist", "linf"): "0:0.4:9", ("mnist", "l2"): "0:4:9",
+                 ("fashion-mnist", "linf"): "0:0.4:9", ("fashion-mnist", "l2"): "0:4:9"}
+
+
+def default_grid(model_paths: Sequence, norm: str, dataset: str | None = None) -> str:
+    """The Figure 2 grid for the models' data set (``dataset``, else the first checkpoint's); a
+    one-line error when it cannot be told (an ONNX model without --dataset) or the models differ."""
+    if dataset is None:
+        from .models import read_checkpoint
+        found = set()
+        for path in model_paths:
+            if str(path).lower().endswith((".onnx", ".onnx.gz")):
+                raise HamverifyError("give --eps (or --dataset) for an ONNX model: its data set sets the default grid")
+            found.add(read_checkpoint(path).get("dataset"))
+        if len(found) != 1:
+            raise HamverifyError(f"the models are of several data sets ({', '.join(sorted(map(str, found)))}): give --eps")
+        dataset = found.pop()
+    if (dataset, norm) not in DEFAULT_GRIDS:
+        raise HamverifyError(f"no default --eps grid for {dataset} / {norm}: give --eps")
+    return DEFAULT_GRIDS[(dataset, norm)]
+
+
 def check_attack(attack: str, norm: str) -> None:
     if attack not in ATTACKS:
         raise HamverifyError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")

@@ -9,6 +9,8 @@ import csv
 import json
 
 import pytest
+
+from hamverify import HamverifyError
 import torch
 from click.testing import CliRunner
 
@@ -147,6 +149,45 @@ def test_curves_plot(checkpoint, root, tmp_path):
     res = invoke(*args)
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_without_eps_take_figure_2s_grid_and_draw_the_plot(checkpoint, root, tmp_path, monkeypatch):
+    """`hamverify curves --model A --model B --norm l2` (issue 15's done-when): the MNIST l_2 grid
+    0:4:9 and, with matplotlib installed, the PNG beside the JSON; without it one line says so."""
+    monkeypatch.chdir(tmp_path)
+    args = ("curves", "--model", checkpoint, "--model", checkpoint, "--norm", "l2", "--count", 6, "--steps", 2,
+            "--restarts", 1, "--data-dir", root, "--quiet")
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    (json_path,) = (tmp_path / "results").glob("curves_*_l2.json")
+    data = json.loads(json_path.read_text())
+    assert data["eps"] == pytest.approx([0.5 * k for k in range(9)])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no plot: matplotlib is missing" in res.stderr
+    else:
+        assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **k):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    json_path.with_suffix(".png").unlink(missing_ok=True)
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert "no plot: matplotlib is missing" in res.stderr and not json_path.with_suffix(".png").exists()
+
+
+def test_curves_default_grid_per_data_set():
+    from hamverify.curves import DEFAULT_GRIDS, default_grid
+    assert default_grid([], "linf", "cifar10") == "0:32/255:9" and DEFAULT_GRIDS[("mnist", "linf")] == "0:0.4:9"
+    with pytest.raises(HamverifyError, match="ONNX"):
+        default_grid(["net.onnx"], "linf")
 
 
 @pytest.mark.parametrize("args, words", [
