@@ -18,7 +18,10 @@ exited on an error, was killed at the time limit, or the case has no known answe
 Measured (vnnlib-satisfactory 1.0.1, ``--timeout 30``, 2 cores busy with a training and helpers,
 load 3.2-3.9, 675 s wall): 154 of 178 pass, 0 fail, 6 unknown, 0 error, 18 skipped.  Unknown: Div by
 an input-dependent tensor (4) and a Mul of two (1): not piecewise linear; ``network_isomorphic01``
-(1), which declares float16 for a float32 model.  ``constant01`` and ``arithmetic_lin02`` (sat only
+(1), an ``isomorphic-to`` network declared float16 for a float32 model, which passes since such a
+declaration is accepted (unsat over the reals stands; a sat witness becomes unknown):
+``--test network_isomorphic`` 2 of 2 pass, so 155 of 178 with the rest of that run.
+``constant01`` and ``arithmetic_lin02`` (sat only
 at a corner of the input box, where every row holds with equality) pass since the MILP's point with
 ``t = 0`` is tried as a counterexample and the attack's time starts after torch is imported; in the
 run before (load 4.4-6.0) they answered unknown at 30 s: 152 pass, 8 unknown.

@@ -532,3 +532,23 @@ def test_conformance_suite_cases(tmp_path, capsys, case):
         v = parse_assignment(out)
         x = np.concatenate([v[var.name][2] for d in q.networks for var in d.inputs])
         assert instance.holds(x, instance.z_of(instance.run_networks(x), instance.reduce(x)))
+
+
+def test_an_isomorphic_network_may_declare_other_types(tmp_path, capsys):
+    """The suite's network_isomorphic01: an isomorphic-to network declared float16 for a float32 model.
+    Accepted (the analysis is over the reals): unsat stands; a sat witness, confirmed only in the
+    model's float32, becomes unknown with the reason. Without isomorphic-to the mismatch stays an error."""
+    net = save(tmp_path / "relu.onnx", [helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [1])], [tensor("y", [1])])
+    decl = ("(declare-network N1 (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+            "(declare-network N2 (isomorphic-to N1) (declare-input X2 float16 [1]) (declare-output Y2 float16 [1]))\n"
+            "(assert (>= X[0] 0.0))\n(assert (<= X[0] 1.0))\n(assert (>= X2[0] 2.0))\n(assert (<= X2[0] 3.0))\n")
+    nets = {"N1": net, "N2": net}
+    code, out, err = verify(capsys, tmp_path, decl + "(assert (<= Y[0] 0.5))\n(assert (<= Y2[0] 0.5))\n", nets)
+    assert (code, out) == (0, "unsat\n"), err
+    code, out, err = verify(capsys, tmp_path, decl + "(assert (<= Y[0] 0.5))\n(assert (>= Y2[0] 2.5))\n", nets,
+                            name="s.vnnlib")
+    assert out == "unknown\n" and "declared float16" in err, (out, err)
+    plain = "(declare-network N (declare-input X float16 [1]) (declare-output Y float16 [1]))\n(assert (>= X[0] 0.0))\n"
+    code, out, err = verify(capsys, tmp_path, plain + "(assert (<= X[0] 1.0))\n(assert (<= Y[0] 0.5))\n", {"N": net},
+                            name="p.vnnlib")
+    assert code != 0 and "declared float16" in err
