@@ -15,6 +15,8 @@ Printed per model and pipeline: verified / falsified / misclassified / timeout /
 per input (mean, median, p95), the mean time per stage, the share of inputs each stage decided; then
 the ratios old / new and every input the old pipeline decided but the new one did not ("lost").
 The load average (``/proc/loadavg``) is printed before and after each model.
+``--from-log LOG`` summarizes the per-input lines of a run's log instead, also of a run stopped
+before its end (counts and times per input, no stage times).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -141,9 +144,48 @@ def fmt_summary(name: str, s: dict) -> str:
              f"{s['misclassified']:4d}  timeout {s['timeout']:3d}  unknown {s['unknown']:3d}  error {s['error']}",
              f"            time/input mean {s['mean']:7.3f} s  median {s['median']:7.3f} s  p95 {s['p95']:7.2f} s  "
              f"max {s['max']:7.2f} s",
-             "            stage s/input " + "  ".join(f"{k} {v:.3f}" for k, v in s["stage_mean"].items()),
+             "            stage s/input " + ("  ".join(f"{k} {v:.3f}" for k, v in s["stage_mean"].items() if v)
+                                              or "(not recorded)"),
              "            decided by    " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in s["decided_share"].items())]
     return "\n".join(lines)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf")
+
+
+LOG_LINE = re.compile(r"^\s+(\S+) (\d+): old (\w+)/(\S+) ([\d.]+)s\s+new (\w+)/(\S+) ([\d.]+)s\s*$")
+
+
+def summarize_log(path: str) -> None:
+    """The paired per-input lines of a run's log (stderr), also of a run stopped before its end:
+    per model and pipeline the counts and times per input, the ratios, and the inputs the old
+    pipeline decided but the new one did not (no stage times: the log does not carry them)."""
+    rows: dict = {}
+    for line in pathlib.Path(path).read_text().splitlines():
+        m = LOG_LINE.match(line)
+        if not m:
+            continue
+        name, i = m.group(1), int(m.group(2))
+        for which, (st, by, t) in (("old", m.group(3, 4, 5)), ("new", m.group(6, 7, 8))):
+            rec = {"index": i, "status": st, "decided_by": None if by == "None" else by, "time_total": float(t)}
+            rows.setdefault(name, {"old": [], "new": []})[which].append({"record": rec})
+    if not rows:
+        raise SystemExit(f"{path}: no per-input lines")
+    for name, pair in rows.items():
+        so, sn = summarize(pair["old"]), summarize(pair["new"])
+        idx = [r["record"]["index"] for r in pair["old"]]
+        lost = [o["record"]["index"] for o, n in zip(pair["old"], pair["new"])
+                if o["record"]["status"] in DECIDED and n["record"]["status"] not in DECIDED]
+        gained = [o["record"]["index"] for o, n in zip(pair["old"], pair["new"])
+                  if o["record"]["status"] not in DECIDED and n["record"]["status"] in DECIDED]
+        print(f"\n{name}: {len(idx)} inputs ({min(idx)}..{max(idx)}) from {path}")
+        print(fmt_summary("old", so))
+        print(fmt_summary("new", sn))
+        print(f"  ratios old/new: mean time {ratio(so['mean'], sn['mean']):.2f}x, median "
+              f"{ratio(so['median'], sn['median']):.2f}x, p95 {ratio(so['p95'], sn['p95']):.2f}x (times as logged, "
+              f"to 0.01 s); timeouts {so['timeout']} -> {sn['timeout']}")
+        print(f"  decided by old, not by new: {lost or 'none'}; by new, not by old: {len(gained)} {gained}")
 
 
 def read_toml(path: pathlib.Path) -> dict:
@@ -162,7 +204,10 @@ def main(argv=None):
     ap.add_argument("--worktree", default=None, help="where its worktree lives (default: /tmp/hamverify-<commit>)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, help="also write every record and the summaries as JSON")
+    ap.add_argument("--from-log", default=None, help="only summarize the per-input lines of a run's log (stderr)")
     args = ap.parse_args(argv)
+    if args.from_log:
+        return summarize_log(args.from_log)
 
     worktree = ensure_worktree(pathlib.Path(args.worktree or f"/tmp/hamverify-{args.baseline}"), args.baseline)
     report = {"baseline": args.baseline, "count": args.count, "timeout": args.timeout, "models": {}}
@@ -196,7 +241,6 @@ def main(argv=None):
         disagree = [o["record"]["index"] for o, n in zip(rows["old"], rows["new"])
                     if {o["record"]["status"], n["record"]["status"]} == {"verified", "falsified"}]
         so, sn = summaries["old"], summaries["new"]
-        ratio = lambda a, b: a / b if b > 0 else float("inf")  # noqa: E731
         print(f"\n{name} ({cfg['model']}, eps {cfg['eps']}, tightening {cfg['tightening']}): {args.count} inputs, "
               f"{time.time() - t0:.0f} s wall; load average before {before}, after {after}")
         print(fmt_summary("old", so))

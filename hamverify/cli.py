@@ -429,8 +429,8 @@ def _verify_settings(config_file, cli: dict) -> dict:
                    "an input that needs more is recorded error (memory).")
 @click.option("--stages", default=None,
               help="Cascade stages after the bounds and the paper's PGD, comma-separated: attack (per-target "
-                   "margin PGD), alpha (alpha-CROWN), bab (branch and bound), milp; default all "
-                   "(attack,alpha,bab,milp); 'milp' alone is the bounds + PGD + MILP pipeline of earlier releases.")
+                   "margin PGD), alpha (alpha-CROWN), bab (branch and bound), local (trust-region MILP search "
+                   "for counterexamples, opt-in), milp; default attack,alpha,bab,milp; 'milp' alone is the bounds + PGD + MILP pipeline of earlier releases.")
 @click.option("--attack-steps", type=int, default=None, help="Margin PGD steps per candidate (default 100).")
 @click.option("--attack-restarts", type=int, default=None,
               help="Margin PGD random starts per open target class (default 4).")
@@ -609,7 +609,8 @@ def export_cmd(model_path, out):
               help="Batch resume: decide 'error' rows of the results CSV again (default), or keep them.")
 @click.option("--stages", default=None,
               help="Cascade stages after the bounds, comma-separated: attack (per-disjunct margin PGD), alpha "
-                   "(alpha-CROWN), bab (branch and bound), milp; default all (attack,alpha,bab,milp), the same "
+                   "(alpha-CROWN), bab (branch and bound), local (trust-region MILP search for counterexamples, "
+                   "opt-in), milp; default attack,alpha,bab,milp, the same "
                    "cascade as `verify`.")
 @one_line_errors
 def vnnlib_cmd(onnx_path, vnnlib_path, instances, results, timeout, workers, mode, retry_errors, stages):

@@ -6,7 +6,7 @@ import numpy as np
 from .records import STATUSES, VerificationRecord
 
 # The cascade's stages, in their order (hamverify.cascade): which one decided each input.
-DECIDING_STAGES = ("clean", "bounds", "pgd", "attack", "lp", "alpha", "bab", "milp")
+DECIDING_STAGES = ("clean", "bounds", "pgd", "attack", "lp", "alpha", "bab", "local", "milp")
 
 
 def _by_stage(records: list[VerificationRecord], status: str) -> dict[str, int]:

@@ -58,7 +58,7 @@ class VerifySettings:
     pgd_restarts: int = 10
     lp_time_per_neuron: float = 0.5
     seed: int = 0
-    stages: str = DEFAULT_STAGES      # optional cascade stages: attack, alpha, bab, milp (comma-separated)
+    stages: str = DEFAULT_STAGES      # optional cascade stages: attack, alpha, bab, local, milp (comma-separated)
     attack_steps: int = 100           # margin PGD steps per candidate
     attack_restarts: int = 4          # margin PGD random starts per open target class
     alpha_steps: int = 20             # alpha-CROWN optimizer steps

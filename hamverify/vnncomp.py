@@ -69,7 +69,7 @@ import scipy.sparse as sp
 
 from . import HamverifyError
 from . import cascade
-from .cascade import STAGES, Budget, CascadeConfig, Found, Outcome, parse_stages
+from .cascade import DEFAULT_STAGE_NAMES, Budget, CascadeConfig, Found, Outcome, parse_stages
 from .vnnlib import Region, VnnlibSpec, parse_vnnlib
 
 RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
@@ -496,11 +496,11 @@ class _BoxProblem:
 
 
 # The order of the stages: an unsat of several boxes is "decided by" the latest stage any box needed.
-_STAGE_ORDER = ("trivial", "constant", "bounds", "lp", "alpha", "bab", "milp")
+_STAGE_ORDER = ("trivial", "constant", "bounds", "lp", "alpha", "bab", "local", "milp")
 
 
 def _decide_region(checker: Checker, region: Region, deadline: float, mode: str, tol: float, seed: int,
-                   stats: dict, stages: tuple = STAGES) -> str:
+                   stats: dict, stages: tuple = DEFAULT_STAGE_NAMES) -> str:
     """'unsat' (every disjunct proven infeasible), 'timeout' or 'unknown'; raises _Found on sat."""
     net = checker.net
     lo, hi = region.lo, region.hi
@@ -550,10 +550,10 @@ def _decide_region(checker: Checker, region: Region, deadline: float, mode: str,
 
 
 def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "disjunction",
-                   tol: float = 1e-6, seed: int = 0, stages=STAGES) -> InstanceResult:
+                   tol: float = 1e-6, seed: int = 0, stages=DEFAULT_STAGE_NAMES) -> InstanceResult:
     """Decide one instance; input errors raise HamverifyError (one line), a network that is not
     piecewise linear (``onnx_io.NonLinearModel``) is ``unknown``.  ``stages``: the cascade's
-    optional stages (``hamverify.cascade.STAGES``, default all)."""
+    optional stages (``hamverify.cascade.STAGES``; default ``DEFAULT_STAGE_NAMES``: all but ``local``)."""
     from .onnx_io import NonLinearModel, import_onnx, load_onnx_proto
     if mode not in MODES:
         raise HamverifyError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
@@ -571,7 +571,7 @@ def solve_instance(onnx_path, vnnlib_path, timeout: float = 300.0, mode: str = "
 
 
 def decide(imported, proto, spec: VnnlibSpec, deadline: float, mode: str = "disjunction", tol: float = 1e-6,
-           seed: int = 0, t0: float | None = None, stages=STAGES, checker: Checker | None = None) -> InstanceResult:
+           seed: int = 0, t0: float | None = None, stages=DEFAULT_STAGE_NAMES, checker: Checker | None = None) -> InstanceResult:
     """Decide ``spec`` on the imported network.  ``checker``: a :class:`Checker` (subclass) to
     validate counterexamples with instead of ``Checker(imported, proto)`` (VNN-LIB 2.0 queries,
     :mod:`hamverify.vnnlib2`: several networks, strict rows)."""
@@ -704,7 +704,7 @@ def cex_path(results_path, onnx: str, vnnlib: str) -> pathlib.Path:
     return pathlib.Path(str(results_path) + ".cex") / f"{stem(onnx)}__{stem(vnnlib)}__{digest}.txt"
 
 
-def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str, stages=STAGES):
+def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: str, stages=DEFAULT_STAGE_NAMES):
     """One batch row in a worker: (onnx, vnnlib, result, seconds, result text, reason)."""
     t0 = time.monotonic()
     try:
@@ -720,7 +720,7 @@ def run_instance_row(root: str, onnx: str, vnnlib: str, timeout: float, mode: st
 
 
 def run_batch(instances_csv, results_csv, workers: int = 1, timeout: float | None = None,
-              mode: str = "disjunction", retry_errors: bool = True, log=print, stages=STAGES) -> list[list[str]]:
+              mode: str = "disjunction", retry_errors: bool = True, log=print, stages=DEFAULT_STAGE_NAMES) -> list[list[str]]:
     """Decide every instance of a VNN-COMP ``instances.csv``; rows already in ``results_csv`` are
     kept (resume), except ``error`` rows, which are decided again unless ``retry_errors`` is False.
     Rows are ``onnx,vnnlib,result,seconds,detail`` (see :func:`read_results`).  New rows are
