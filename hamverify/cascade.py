@@ -54,6 +54,9 @@ DIRECT_MILP_UNSTABLE = 16
 ATTACK_SHARE = 0.25  # of the remaining budget, at most, for the margin attack (its steps bound it too)
 ALPHA_SHARE = 0.25   # of the remaining budget, at most, for alpha-CROWN (its steps bound it too)
 BAB_PROBE_SHARE = 0.05  # of the remaining budget for the short BaB before the LP stage
+# BaB proper stops when no target has been proven for max(BAB_STALL_SECONDS, half its time) and
+# hands the rest of its share to the MILP (hamverify.bab's ``stall_after``).
+BAB_STALL_SECONDS = 5.0
 LOCAL_SHARE = 0.25  # of the remaining budget, at most, for the trust-region MILP search
 # The local search runs on an objective whose margin-attack value a and lower bound l have
 # a <= LOCAL_TRIGGER * (a - l): the attack got within a quarter of the bound gap of a violation.
@@ -146,6 +149,7 @@ class CascadeConfig:
     lp_share: float = 0.25
     alpha_steps: int = 20
     bab_share: float = 0.3
+    bab_stall: float | None = BAB_STALL_SECONDS  # BaB proper's stall_after (None: it keeps its whole share)
 
 
 class Problem(Protocol):
@@ -265,7 +269,7 @@ def bab_module():
     return module if callable(getattr(module, "branch_and_bound", None)) else None
 
 
-def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float):
+def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float, stall_after: float | None = None):
     """``hamverify.bab.branch_and_bound`` on the open ``targets`` over the box, from the cascade's
     intermediate bounds, with the problem's validator (only points it accepts come back) and
     without BaB's own MILP fallback (the cascade's MILP stage is the backstop).  Returns its
@@ -278,7 +282,7 @@ def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float)
     return module.branch_and_bound(problem.net, problem.lo, problem.hi, label, targets=list(targets),
                                    deadline=deadline, bounds=bounds, model=model, model64=model64,
                                    validate=problem.bab_validator(), milp_fallback=False, milp_after=None, tol=tol,
-                                   seed=problem.seed())
+                                   seed=problem.seed(), stall_after=stall_after)
 
 
 def local_stage(problem, label: int, rows: dict, values: dict, deadline: float):
@@ -427,7 +431,7 @@ class _Run:
         self.merge("alpha", values)
         self.check_time("alpha")
 
-    def bab(self, share: float) -> None:
+    def bab(self, share: float, stall_after: float | None = None) -> None:
         form = self.p.margin_form(self.open)
         if form is None or "bab" not in self.cfg.stages or self.small() or bab_module() is None:
             return
@@ -443,7 +447,8 @@ class _Run:
         with self.times("bab"):
             if not optimizer_ready(self.budget.share(share)):
                 return
-            res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), bab_tol)
+            res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), bab_tol,
+                            stall_after)
             if res is None:
                 return
             self.out.bab = res
@@ -495,7 +500,7 @@ def run_cascade(problem: Problem, budget: Budget, cfg: CascadeConfig) -> Outcome
             run.bab(BAB_PROBE_SHARE)
             run.lp()
             run.alpha()
-        run.bab(cfg.bab_share)
+        run.bab(cfg.bab_share, cfg.bab_stall)
         run.local()
         run.milp()
     except _Decided as done:
@@ -505,7 +510,7 @@ def run_cascade(problem: Problem, budget: Budget, cfg: CascadeConfig) -> Outcome
 
 __all__ = ["ALPHA_SHARE", "ATTACK_SHARE", "BAB_PROBE_SHARE", "Budget", "CascadeConfig", "DEFAULT_STAGE_NAMES",
            "DEFAULT_STAGES", "DIRECT_MILP_UNSTABLE",
-           "Found", "LOCAL_SHARE", "LOCAL_TRIGGER", "Outcome", "Problem", "STAGES", "StageTimes", "alpha_stage",
+           "BAB_STALL_SECONDS", "Found", "LOCAL_SHARE", "LOCAL_TRIGGER", "Outcome", "Problem", "STAGES", "StageTimes", "alpha_stage",
            "bab_module", "bab_stage", "local_stage",
            "bounds_stage", "lp_stage", "optimizer_ready", "parse_stages", "run_cascade",
            "warm_up_optimizer"]

@@ -29,7 +29,7 @@ from . import HamverifyError, __version__
 from .attacks import PGD, MarginPGD
 from .bounds import BOUND_METHODS, margin_lower_bounds, unstable_counts
 from . import cascade
-from .cascade import (ATTACK_SHARE, DEFAULT_STAGES, Budget, CascadeConfig, Found, Outcome, parse_stages,
+from .cascade import (ATTACK_SHARE, BAB_STALL_SECONDS, DEFAULT_STAGES, Budget, CascadeConfig, Found, Outcome, parse_stages,
                       warm_up_optimizer)
 from .network import from_torch
 from .records import RESUME_SETTINGS, VerificationRecord
@@ -64,6 +64,7 @@ class VerifySettings:
     alpha_steps: int = 20             # alpha-CROWN optimizer steps
     lp_share: float = 0.25            # of the remaining budget, at most, for LP tightening
     bab_share: float = 0.3            # of the remaining budget, at most, for branch and bound
+    bab_stall: float = BAB_STALL_SECONDS  # BaB hands over after this long without a proven target (0: never)
 
     def __post_init__(self):
         if self.tightening not in BOUND_METHODS:
@@ -80,6 +81,8 @@ class VerifySettings:
         for name in ("attack_steps", "attack_restarts", "alpha_steps"):
             if int(getattr(self, name)) < 0:
                 raise HamverifyError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not float(self.bab_stall) >= 0:
+            raise HamverifyError(f"bab_stall must be >= 0 seconds (0: never), got {self.bab_stall}")
         for name in ("lp_share", "bab_share"):
             if not 0 < float(getattr(self, name)) < 1:
                 raise HamverifyError(f"{name} must lie strictly between 0 and 1 (a share of the remaining "
@@ -92,7 +95,8 @@ class VerifySettings:
     def cascade_config(self) -> CascadeConfig:
         return CascadeConfig(tightening=self.tightening, stages=parse_stages(self.stages), tol=self.tol,
                              lp_time_per_neuron=self.lp_time_per_neuron, lp_share=self.lp_share,
-                             alpha_steps=self.alpha_steps, bab_share=self.bab_share)
+                             alpha_steps=self.alpha_steps, bab_share=self.bab_share,
+                             bab_stall=float(self.bab_stall) or None)
 
 
 def new_record(settings: VerifySettings, model_sha256: str, index: int, label: int, **fields) -> VerificationRecord:

@@ -13,6 +13,7 @@ from hamverify import HamverifyError
 from hamverify.bab import BRANCHING, branch_and_bound
 from hamverify.bab.exact import exact_encoding
 from hamverify.bounds import split_bounds, symbolic_bounds
+from hamverify.cascade import warm_up_optimizer
 from hamverify.milp.encode import encode_network, margin_objective
 from hamverify.milp.highs import solve_highs
 from hamverify.network import Affine, Network, from_torch
@@ -301,6 +302,7 @@ def _hard_instance():
 @pytest.mark.parametrize("budget", [-1.0, 0.5])
 def test_deadline_is_honoured(budget):
     net, lo, hi = _hard_instance()
+    warm_up_optimizer()  # a process's first torch optimizer costs ~1.4 s (hamverify.cascade), whoever builds it
     t = time.monotonic()
     res = branch_and_bound(net, lo, hi, 0, deadline=t + budget, milp_fallback=True)
     elapsed = time.monotonic() - t
@@ -325,6 +327,30 @@ def test_domain_and_memory_limits_without_fallback_give_unknown():
         res = branch_and_bound(net, lo, hi, 0, deadline=time.monotonic() + 20, milp_fallback=False, attack=False, **kw)
         assert res.status == "unknown" and res.verdicts[1] == "unknown", res
         assert "no MILP fallback" in res.reason and res.stats.domains < 100
+
+
+def test_a_stalled_search_stops_early_and_proves_nothing_it_left_open():
+    """``stall_after``: with no target proven since the start, the search stops after stall_after
+    seconds -- long before the deadline -- and its open target is unknown."""
+    net, lo, hi = _hard_instance()
+    t = time.monotonic()
+    res = branch_and_bound(net, lo, hi, 0, deadline=t + 30, milp_fallback=False, attack=False, stall_after=0.5)
+    elapsed = time.monotonic() - t
+    assert res.status == "unknown" and res.verdicts[1] == "unknown", res
+    assert "no target proven" in res.reason and 0.5 <= elapsed < 10.0, (elapsed, res.reason)
+    assert res.lower_bounds[1] == -np.inf
+
+
+def test_stall_rule_keeps_every_verdict_sound_on_tiny_instances():
+    """A short stall window changes when the search gives up, never what it proves (brute force)."""
+    rng = np.random.default_rng(17)
+    for _ in range(60):
+        net, lo, hi, label, exact = _tiny_instance(rng)
+        res = branch_and_bound(net, lo, hi, label, deadline=time.monotonic() + 10, milp_fallback=False,
+                               stall_after=0.0)
+        for j, v in res.verdicts.items():
+            assert v != "robust" or exact[j] > 0
+            assert v != "counterexample" or exact[j] < 0 or j == res.cex_target
 
 
 def test_validator_decides_what_counts_as_a_counterexample():

@@ -30,6 +30,9 @@ BOUNDING = ("beta", "alpha")
 INTERMEDIATE = ("refine", "inherit")
 # Seconds kept back from every solver time limit: HiGHS overshoots its limit by up to ~1 s (verify.py).
 SOLVER_SLACK = 1.0
+# With ``stall_after``: the window without a proven target that stops the search grows with the
+# search's time (a search that took 20 s to prove one target may take 10 s for the next).
+STALL_FRACTION = 0.5
 # Below this width an input coordinate is not halved further.
 MIN_INPUT_WIDTH = 1e-7
 
@@ -202,6 +205,9 @@ class _Search:
         self.current: list[_Domain] = []  # subdomains popped and not yet replaced by children
         self.cex = None  # (point, margin, class, source)
         self.timed_out = False
+        self.queued = {int(j): 0 for j in targets}  # queued subdomains per target
+        self.open_targets = len(self.queued)
+        self.last_progress = self.t0  # when a target was last proven on every subdomain
         self._model, self._model64 = opts["model"], opts["model64"]
         self._attack = None
 
@@ -436,11 +442,15 @@ class _Search:
 
     def push(self, dom: _Domain):
         heapq.heappush(self.queue, (dom.key, next(self.counter), dom))
+        for j in dom.targets:
+            self.queued[int(j)] += 1
         self.mem += dom.nbytes()
         self.stats.max_queue = max(self.stats.max_queue, len(self.queue))
 
     def pop(self) -> _Domain:
         dom = heapq.heappop(self.queue)[2]
+        for j in dom.targets:
+            self.queued[int(j)] -= 1
         self.mem -= dom.nbytes()
         return dom
 
@@ -512,6 +522,7 @@ class _Search:
         t = time.monotonic()
         remaining = [d for _, _, d in sorted(self.queue, key=lambda e: (e[0], e[1]))]
         self.queue, self.mem = [], 0
+        self.queued = dict.fromkeys(self.queued, 0)
         self.unresolved |= {int(j) for d in remaining for j in d.targets}
         for j in sorted(self.unresolved):
             if self.done():
@@ -578,6 +589,22 @@ class _Search:
         self.stuck.setdefault(int(j), (kind, reason))
 
     # -- the loop ----------------------------------------------------------------------------
+    def no_progress(self) -> str:
+        """``stall_after`` (seconds): "" while some target was proven on its last subdomain within
+        the last max(stall_after, STALL_FRACTION x the search's time); else why the search stops."""
+        now = time.monotonic()
+        open_now = sum(1 for j, k in self.queued.items() if k > 0)
+        if open_now < self.open_targets:
+            self.open_targets, self.last_progress = open_now, now
+            return ""
+        after = self.o["stall_after"]
+        if after is None:
+            return ""
+        window = max(float(after), STALL_FRACTION * (now - self.t0))
+        if now - self.last_progress < window:
+            return ""
+        return f"no target proven in the last {now - self.last_progress:.1f} s"
+
     def stalled(self) -> str:
         if len(self.queue) > self.o["max_domains"]:
             return f"more than {self.o['max_domains']} open subdomains"
@@ -639,6 +666,12 @@ class _Search:
                 if child is not None:
                     self.push(child)
             self.current = []
+            why = self.no_progress()
+            if why and self.queue:
+                for _, _, d in self.queue:
+                    for j in d.targets:
+                        self.set_stuck(j, UNKNOWN, f"BaB stopped: {why}")
+                break
         return "bab"
 
 
@@ -651,7 +684,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
                      milp_max_domains: int = 16, max_memory_mb: float = 1024, batch: int = 8, steps: int = 10,
                      root_steps: int = 30,
                      lr: float = 0.1, tol: float = 1e-6, lp: str = "leaves", attack_every: int = 16,
-                     alpha_init=None, seed: int = 0, intermediate: str = "refine") -> BabResult:
+                     alpha_init=None, seed: int = 0, intermediate: str = "refine",
+                     stall_after: float | None = None) -> BabResult:
     """Decide ``z_label - z_j > tol`` on the box ``[lo, hi]`` for every ``j`` in ``targets``
     (package doc: what is sound, where counterexamples come from, when the MILP takes over).
 
@@ -680,7 +714,10 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
     "unknown".  ``attack_every``: a short MarginPGD from the worst subdomain's corner every that
     many batches (0: never; ``attack=False``: no attack at all, not even at the root).
     ``alpha_init``: root slopes for ``alpha_crown`` (e.g. a previous ``AlphaResult.alpha`` for the
-    same targets; ignored when its rows do not match them).
+    same targets; ignored when its rows do not match them).  ``stall_after`` (seconds; None: never):
+    stop when no target has been proven on its last subdomain for max(stall_after,
+    ``STALL_FRACTION`` x the search's time so far); the open targets are then "unknown", for a
+    caller (the cascade) to hand to the MILP with the time that is left.
     """
     lo, hi = box_vectors(net, lo, hi)
     label = int(label)
@@ -710,7 +747,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
                 milp_after=milp_after, milp_max_domains=int(milp_max_domains), max_memory_mb=float(max_memory_mb),
                 batch=max(1, int(batch)),
                 steps=int(steps), root_steps=int(root_steps), lr=float(lr), tol=float(tol), lp=lp,
-                attack_every=int(attack_every), alpha_init=alpha_init, seed=int(seed), intermediate=intermediate)
+                attack_every=int(attack_every), alpha_init=alpha_init, seed=int(seed), intermediate=intermediate,
+                stall_after=None if stall_after is None else float(stall_after))
     if targets.size == 0:
         return BabResult(ROBUST, {}, {}, {}, stats=BabStats(time=time.monotonic() - t0))
     search = _Search(net, lo, hi, label, targets, deadline,
