@@ -87,7 +87,10 @@ def start(run_dir, workers: int, stall: str | None):
     cmd = [sys.executable, "-m", "hamverify.cli", "verify", "--config", str(run_dir / "quick.toml"),
            "--workers", str(workers)]
     err = open(run_dir / f"stderr_{time.monotonic_ns()}.txt", "w+")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=run_dir)
+    # Ctrl-C as a user's terminal delivers it: a run started from a background shell job inherits
+    # SIGINT ignored, and then no process sees it (Python installs no KeyboardInterrupt handler).
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=run_dir,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, err, cmd, env
 
 
