@@ -508,9 +508,8 @@ def run_cascade(problem: Problem, budget: Budget, cfg: CascadeConfig) -> Outcome
     return run.out  # pragma: no cover  (milp() always finishes)
 
 
-__all__ = ["ALPHA_SHARE", "ATTACK_SHARE", "BAB_PROBE_SHARE", "Budget", "CascadeConfig", "DEFAULT_STAGE_NAMES",
-           "DEFAULT_STAGES", "DIRECT_MILP_UNSTABLE",
-           "BAB_STALL_SECONDS", "Found", "LOCAL_SHARE", "LOCAL_TRIGGER", "Outcome", "Problem", "STAGES", "StageTimes", "alpha_stage",
-           "bab_module", "bab_stage", "local_stage",
+__all__ = ["ALPHA_SHARE", "ATTACK_SHARE", "BAB_PROBE_SHARE", "BAB_STALL_SECONDS", "Budget", "CascadeConfig",
+           "DEFAULT_STAGE_NAMES", "DEFAULT_STAGES", "DIRECT_MILP_UNSTABLE", "Found", "LOCAL_SHARE", "LOCAL_TRIGGER",
+           "Outcome", "Problem", "STAGES", "StageTimes", "alpha_stage", "bab_module", "bab_stage", "local_stage",
            "bounds_stage", "lp_stage", "optimizer_ready", "parse_stages", "run_cascade",
            "warm_up_optimizer"]

@@ -29,7 +29,7 @@ from .network import Network
 # margin by at least MIN_GAIN of its size keeps the radius, a smaller gain moves on to the next.
 # Measured on input 134 of models/mnist_small_hamming_0.3.pt (target 3): from PGD's +0.011, radius
 # 0.25 crept down to +0.0028 in 8 solves, 0.5 stalled at +0.0013, 0.75 reached -4.6e-5 in 2 solves
-# (7 s each, 87-92 unstable ReLUs of 244).
+# (7 s each, 87-92 unstable ReLUs of 244; load average about 3).
 RADII = (0.5, 0.75, 0.9)
 MIN_GAIN = 0.25
 SOLVE_LIMIT = 15.0  # seconds at most for one sub-box MILP

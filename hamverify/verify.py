@@ -29,8 +29,8 @@ from . import HamverifyError, __version__
 from .attacks import PGD, MarginPGD
 from .bounds import BOUND_METHODS, margin_lower_bounds, unstable_counts
 from . import cascade
-from .cascade import (ATTACK_SHARE, BAB_STALL_SECONDS, DEFAULT_STAGES, Budget, CascadeConfig, Found, Outcome, parse_stages,
-                      warm_up_optimizer)
+from .cascade import (ATTACK_SHARE, BAB_STALL_SECONDS, DEFAULT_STAGES, Budget, CascadeConfig, Found, Outcome,
+                      parse_stages, warm_up_optimizer)
 from .network import from_torch
 from .records import RESUME_SETTINGS, VerificationRecord
 

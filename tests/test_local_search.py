@@ -12,37 +12,21 @@ from torch import nn
 
 from hamverify.local_search import ir_margin, trust_region_search
 from hamverify.models import ReLUNet
-from hamverify.network import Affine, Network
 from hamverify.verify import Verifier, VerifySettings
 
-try:  # tests/milp's helpers: tests/ is on sys.path under pytest's default import mode
-    from milp import brute_force_min_margin, interval_bounds, random_box, random_net
+try:  # sibling test modules: tests/ is on sys.path under pytest's default import mode
+    from test_bab import _tiny_instance
     from test_cascade import planted_net, twin_model
 except ImportError:  # pragma: no cover
-    from tests.milp import brute_force_min_margin, interval_bounds, random_box, random_net
+    from tests.test_bab import _tiny_instance
     from tests.test_cascade import planted_net, twin_model
 
-MAX_UNSTABLE = 7
-
-
 def _instance(rng):
-    """A 2- or 3-input net, a box, a label, a target and the exact minimum margin (brute force),
-    the label's logit shifted so that the minimum is +-(1e-4 .. 0.01)."""
-    while True:
-        d = int(rng.integers(2, 4))
-        net = random_net(rng, [d, int(rng.integers(3, 6)), int(rng.integers(3, 6)), 3])
-        lo, hi = random_box(rng, d)
-        ib = interval_bounds(net, lo, hi)
-        if 1 <= sum(int(((b.lower < 0) & (b.upper > 0)).sum()) for b in ib) <= MAX_UNSTABLE:
-            break
-    label = int(rng.integers(3))
-    target = (label + 1 + int(rng.integers(2))) % 3
-    exact = brute_force_min_margin(net, lo, hi, ib, label, target)
-    want = rng.uniform(1e-4, 0.01) * (1 if rng.random() < 0.5 else -1)
-    last = net.affines[-1]
-    b = last.b.copy()
-    b[label] += want - exact
-    return Network(net.affines[:-1] + (Affine(last.W, b),), net.input_shape), lo, hi, label, target, want
+    """tests/test_bab.py's tiny instance (2-3 inputs, <= 7 unstable ReLUs, exact minima by brute
+    force, the smallest shifted to +-(1e-4 .. 0.01)) and its closest target."""
+    net, lo, hi, label, exact = _tiny_instance(rng)
+    target = min(exact, key=exact.get)
+    return net, lo, hi, label, target, exact[target]
 
 
 def _accept_negative(net, lo, hi, label, target):
