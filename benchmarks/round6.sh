@@ -4,22 +4,8 @@
 #   hamverify train-small --resume runs/r6/NAME/last.pt --out runs/r6/NAME
 # Usage: bash benchmarks/round6.sh A|B   (queue A: MNIST, queue B: CIFAR-10)
 # The later runs have 20 epochs: the machine was shared with verification work (epochs ran 2-3x slower).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-export HAMVERIFY_DATA=${HAMVERIFY_DATA:-$(cd .. && pwd)/shared/data}
-HV=${HV:-.venv/bin/hamverify}
-mkdir -p runs/r6
-run() {  # NAME ARGS...: skip a finished run, resume an interrupted one
-  local name=$1; shift
-  local out=runs/r6/$name
-  if [ -f "$out/model.pt" ]; then echo "done: $name"; return; fi
-  if [ -f "$out/last.pt" ]; then
-    "$HV" train-small --resume "$out/last.pt" --out "$out" --quiet >> "runs/r6/$name.log" 2>&1
-  else
-    "$HV" train-small "$@" --quiet --out "$out" > "runs/r6/$name.log" 2>&1
-  fi
-}
+ROUND=r6
+. "$(dirname "$0")/queue.sh"
 case "${1:-}" in
   A)
     run mnist_0.1_ibp-hv_e30 --dataset mnist --eps 0.1 --recipe ibp-hv --epochs 30

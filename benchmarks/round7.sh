@@ -3,22 +3,8 @@
 # two queues side by side (one torch thread each).  Each run resumes with
 #   hamverify train-small --resume runs/r7/NAME/last.pt --out runs/r7/NAME
 # Usage: bash benchmarks/round7.sh C|D   (queue C: MNIST / Fashion-MNIST, queue D: CIFAR-10)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-export HAMVERIFY_DATA=${HAMVERIFY_DATA:-$(cd .. && pwd)/shared/data}
-HV=${HV:-.venv/bin/hamverify}
-mkdir -p runs/r7
-run() {  # NAME ARGS...: skip a finished run, resume an interrupted one
-  local name=$1; shift
-  local out=runs/r7/$name
-  if [ -f "$out/model.pt" ]; then echo "done: $name"; return; fi
-  if [ -f "$out/last.pt" ]; then
-    "$HV" train-small --resume "$out/last.pt" --out "$out" --quiet >> "runs/r7/$name.log" 2>&1
-  else
-    "$HV" train-small "$@" --quiet --out "$out" > "runs/r7/$name.log" 2>&1
-  fi
-}
+ROUND=r7
+. "$(dirname "$0")/queue.sh"
 case "${1:-}" in
   C)
     # MNIST 0.1 over a larger ball (Gowal et al. 2018 trained MNIST 0.1 at 0.2): round 6's ibp

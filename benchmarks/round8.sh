@@ -4,22 +4,8 @@
 # at MNIST 0.1; queue E tries them 10x lighter, queue F a 2x longer MNIST 0.1 schedule.
 # Each run resumes with  hamverify train-small --resume runs/r8/NAME/last.pt --out runs/r8/NAME
 # Usage: bash benchmarks/round8.sh E|F
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-export HAMVERIFY_DATA=${HAMVERIFY_DATA:-$(cd .. && pwd)/shared/data}
-HV=${HV:-.venv/bin/hamverify}
-mkdir -p runs/r8
-run() {  # NAME ARGS...: skip a finished run, resume an interrupted one
-  local name=$1; shift
-  local out=runs/r8/$name
-  if [ -f "$out/model.pt" ]; then echo "done: $name"; return; fi
-  if [ -f "$out/last.pt" ]; then
-    "$HV" train-small --resume "$out/last.pt" --out "$out" --quiet >> "runs/r8/$name.log" 2>&1
-  else
-    "$HV" train-small "$@" --quiet --out "$out" > "runs/r8/$name.log" 2>&1
-  fi
-}
+ROUND=r8
+. "$(dirname "$0")/queue.sh"
 case "${1:-}" in
   E) run cifar_8_ibp-hv_gs1_gh300_e30 --dataset cifar10 --eps 8/255 --recipe ibp-hv --epochs 30 --gamma-s 1 --gamma-h 300 ;;
   F) run mnist_0.1_ibp_e60 --dataset mnist --eps 0.1 --recipe ibp --epochs 60 ;;

@@ -11,22 +11,8 @@
 # trained, at MNIST 0.1 on compressed schedules: plain MTL-IBP, and SABR + Hamming.
 # Each run resumes with  hamverify train-small --resume runs/r9/NAME/last.pt --out runs/r9/NAME
 # Usage: bash benchmarks/round9.sh G|G2|H
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-export HAMVERIFY_DATA=${HAMVERIFY_DATA:-$(cd .. && pwd)/shared/data}
-HV=${HV:-.venv/bin/hamverify}
-mkdir -p runs/r9
-run() {  # NAME ARGS...: skip a finished run, resume an interrupted one
-  local name=$1; shift
-  local out=runs/r9/$name
-  if [ -f "$out/model.pt" ]; then echo "done: $name"; return; fi
-  if [ -f "$out/last.pt" ]; then
-    "$HV" train-small --resume "$out/last.pt" --out "$out" --quiet >> "runs/r9/$name.log" 2>&1
-  else
-    "$HV" train-small "$@" --quiet --out "$out" > "runs/r9/$name.log" 2>&1
-  fi
-}
+ROUND=r9
+. "$(dirname "$0")/queue.sh"
 case "${1:-}" in
   G) run cifar_2_mtl-ibp-hv_a005_lr1e-3_e40 --dataset cifar10 --eps 2/255 --recipe mtl-ibp-hv --mtl-alpha 0.05 --lr 1e-3 --epochs 40 ;;
   G2) run cifar_2_mtl-ibp-hv_a005_k05_e20 --dataset cifar10 --eps 2/255 --recipe mtl-ibp-hv --mtl-alpha 0.05 --kappa-end 0.5 --lr 1e-3 --epochs 20 ;;
