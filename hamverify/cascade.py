@@ -11,7 +11,9 @@ stage that decides it:
    ``attack``: per-target margin PGD, :class:`hamverify.attacks.MarginPGD`; ``vnnlib``: the
    disjuncts' violation PGD).  Every point is validated in float64 (and for VNN-LIB by
    onnxruntime) before it counts.
-3. ``alpha``: alpha-CROWN (:func:`hamverify.bounds.alpha_crown`) on the open targets.
+3. ``alpha``: alpha-CROWN (:func:`hamverify.bounds.alpha_crown`) on the open targets; with
+   ``tightening`` "alpha" or "lp", if targets stay open, the intermediate bounds optimized as well
+   (:func:`hamverify.bounds.optimized.alpha_bounds`) and the margins bounded again on them.
 4. with ``tightening = "lp"`` only: a short ``bab`` probe (``BAB_PROBE_SHARE`` of the budget), then
    ``lp``: per-neuron LP tightening of the intermediate bounds with ``lp_share`` of the remaining
    budget (never all of it), then ``alpha`` again on the tightened bounds.
@@ -148,6 +150,7 @@ class CascadeConfig:
     lp_time_per_neuron: float = 0.5
     lp_share: float = 0.25
     alpha_steps: int = 20
+    alpha_bound_steps: int = 20  # with tightening "alpha" / "lp": Adam steps per intermediate row chunk (0: off)
     bab_share: float = 0.3
     bab_stall: float | None = BAB_STALL_SECONDS  # BaB proper's stall_after (None: it keeps its whole share)
 
@@ -200,6 +203,8 @@ def bounds_stage(net, lo, hi, tightening: str, deadline: float | None):
     deadline keep their IA bounds).  ``lp`` starts from the symbolic bounds (its LPs are the
     ``lp`` stage)."""
     from .bounds import interval_bounds, symbolic_bounds
+    # "alpha" and "lp" start from the symbolic bounds too: their optimization runs in the alpha /
+    # lp stages, only for inputs the cheaper bounds leave open.
     if tightening == "ia":
         return interval_bounds(net, lo, hi)
     return symbolic_bounds(net, lo, hi, deadline=deadline)
@@ -257,6 +262,13 @@ def alpha_stage(net, lo, hi, label: int, targets, bounds, steps: int, deadline: 
     from .bounds import alpha_crown
     return alpha_crown(net, lo, hi, label, bounds=bounds, targets=targets, steps=steps, deadline=deadline,
                        stop_at=stop_at).margins
+
+
+def alpha_bounds_stage(net, lo, hi, bounds, steps: int, deadline: float):
+    """``bounds`` with every later layer's unstable neurons bounded by optimized CROWN
+    (``hamverify.bounds.optimized``); what the deadline cuts keeps the given bounds."""
+    from .bounds.optimized import alpha_bounds
+    return alpha_bounds(net, lo, hi, prior=bounds, steps=steps, deadline=deadline)
 
 
 def bab_module():
@@ -354,6 +366,7 @@ class _Run:
         self.bounds = None
         self.values: dict = {}
         self.open: list = []
+        self.alpha_tightened = False  # the intermediate bounds were optimized (once per input)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def merge(self, stage: str, values: dict) -> None:
@@ -416,9 +429,29 @@ class _Run:
         return "milp" in self.cfg.stages and _unstable_total(self.bounds) <= DIRECT_MILP_UNSTABLE
 
     def alpha(self) -> None:
+        """alpha-CROWN on the open margins; with ``tightening`` "alpha" or "lp" and margins still open,
+        the intermediate bounds optimized too (``bounds.optimized.alpha_bounds``, once per input)
+        and the margins bounded again on them: the later stages (LP, BaB, MILP) start from these."""
         form = self.p.margin_form(self.open)
         if form is None or "alpha" not in self.cfg.stages or self.cfg.alpha_steps <= 0 or self.small():
             return
+        self.alpha_margins(form)
+        if self.cfg.tightening not in ("alpha", "lp") or self.alpha_tightened or self.cfg.alpha_bound_steps <= 0:
+            return
+        form = self.p.margin_form(self.open)
+        if form is None or self.small():
+            return
+        with self.times("alpha"):
+            self.bounds = alpha_bounds_stage(self.p.net, self.p.lo, self.p.hi, self.bounds, self.cfg.alpha_bound_steps,
+                                             self.budget.share(ALPHA_SHARE))
+            self.alpha_tightened = True
+            values = self.p.lower_bounds(self.bounds)
+        self.merge("alpha", values)
+        self.check_time("alpha")
+        if not self.small():
+            self.alpha_margins(form)
+
+    def alpha_margins(self, form) -> None:
         label, rows = form
         with self.times("alpha"):
             if not optimizer_ready(self.budget.share(ALPHA_SHARE)):
@@ -511,5 +544,5 @@ def run_cascade(problem: Problem, budget: Budget, cfg: CascadeConfig) -> Outcome
 __all__ = ["ALPHA_SHARE", "ATTACK_SHARE", "BAB_PROBE_SHARE", "BAB_STALL_SECONDS", "Budget", "CascadeConfig",
            "DEFAULT_STAGE_NAMES", "DEFAULT_STAGES", "DIRECT_MILP_UNSTABLE", "Found", "LOCAL_SHARE", "LOCAL_TRIGGER",
            "Outcome", "Problem", "STAGES", "StageTimes", "alpha_stage", "bab_module", "bab_stage", "local_stage",
-           "bounds_stage", "lp_stage", "optimizer_ready", "parse_stages", "run_cascade",
+           "alpha_bounds_stage", "bounds_stage", "lp_stage", "optimizer_ready", "parse_stages", "run_cascade",
            "warm_up_optimizer"]

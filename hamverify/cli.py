@@ -414,7 +414,7 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--split", default=None, help="test (default), train, or test_first100_exact (CIFAR-10).")
 @click.option("--start", type=click.IntRange(min=0), default=None)
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Number of inputs (default: all from --start).")
-@click.option("--tightening", type=click.Choice(["ia", "symbolic", "lp"]), default=None)
+@click.option("--tightening", type=click.Choice(["ia", "symbolic", "alpha", "lp"]), default=None)
 @click.option("--backend", type=click.Choice(["highs", "pulp"]), default=None)
 @click.option("--pulp-solver", default=None, help="Any PuLP solver name, e.g. PULP_CBC_CMD, HiGHS_CMD, GUROBI_CMD.")
 @click.option("--results", type=click.Path(), default=None, help="Results file (.jsonl); reruns resume it.")

@@ -24,7 +24,7 @@ from . import HamverifyError
 class ConvSpec:
     """The convolution an unrolled ``Affine.W`` equals (``conv_matrix(weight, in_shape, ...)``), kept
     so that torch code can apply ``W`` and ``W^T`` as (transposed) convolutions instead of dense
-    products (branch and bound: ``bab/relax.py``).  Only a speed hint: every bound that decides a
+    products (branch and bound: ``bounds/rows.py``).  Only a speed hint: every bound that decides a
     verdict is computed from ``W`` itself."""
 
     weight: np.ndarray  # (C_out, C_in / group, kH, kW), float64

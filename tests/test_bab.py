@@ -185,7 +185,7 @@ def test_beta_bounds_are_sound_for_any_multipliers():
     """relax.backsub64 with random slopes in [0, 1] and random (also large) multipliers >= 0 never
     exceeds the exact minimum over the split subdomain, nor any sampled point of it; optimize()
     does not lose to the plain CROWN bound (beta = 0, CROWN's slopes) by more than rounding."""
-    from hamverify.bab.relax import backsub64, crown_alpha_init, optimize, stack_rows
+    from hamverify.bounds.rows import backsub64, crown_alpha_init, optimize, stack_rows
 
     rng = np.random.default_rng(12)
     checked = 0
@@ -390,7 +390,7 @@ CONV_SPECS = [  # (C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
 @pytest.mark.parametrize("spec", CONV_SPECS)
 def test_conv_row_products_equal_dense_products(spec):
     """relax.row_products applies W as a transposed convolution: equal to the dense rows @ W."""
-    from hamverify.bab.relax import row_products
+    from hamverify.bounds.rows import row_products
     from hamverify.models import Normalize
     c_in, h, w, c_out, k, stride, pad, dil, groups = spec
     torch.manual_seed(sum(map(hash, map(str, spec))) % 1000)

@@ -97,6 +97,37 @@ def test_attack_stage_finds_what_the_papers_pgd_misses_and_validates_it():
     assert margin64(model, cex2, 0) < 0
 
 
+def small_relu_model(seed: int, sizes=(6, 32, 32, 32, 3)) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Flatten()]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return ReLUNet(*layers[:-1]).double().eval()
+
+
+def test_alpha_tightening_agrees_with_the_milp_and_never_loosens_the_bounds():
+    """tightening "alpha": the alpha stage optimizes the intermediate bounds of inputs the margins
+    leave open; every verdict equals the MILP's alone, and the record's unstable ReLUs never
+    exceed the symbolic bounds' count."""
+    checked = tightened = 0
+    for seed in range(12):
+        model = small_relu_model(seed)
+        x = np.random.default_rng(seed).random(6)
+        label = int(model(torch.from_numpy(x[None]))[0].argmax())
+        for eps in (0.1, 0.3):
+            new = Verifier(model, (6,), VerifySettings(eps=eps, timeout=30, tightening="alpha", stages="alpha,milp"))
+            ref = Verifier(model, (6,), VerifySettings(eps=eps, timeout=30, stages="milp"))
+            rec, _ = new.verify(x, label, 0)
+            rec_ref, _ = ref.verify(x, label, 0)
+            assert rec.status == rec_ref.status, (seed, eps, rec, rec_ref)
+            lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+            sym = sum(int(b.unstable.sum()) for b in symbolic_bounds(new.net, lo, hi))
+            assert sum(rec.unstable_per_layer) <= sym
+            checked += 1
+            tightened += sum(rec.unstable_per_layer) < sym
+    assert checked == 24 and tightened > 0  # the optimization ran and removed unstable ReLUs somewhere
+
+
 def test_a_proof_by_the_bounds_runs_no_attack():
     model = planted_net()
     x = np.full(20, 0.5)
@@ -271,7 +302,7 @@ def busy_sibling():
         p.join(5)
 
 
-@pytest.mark.parametrize("tightening", ["symbolic", "lp"])
+@pytest.mark.parametrize("tightening", ["symbolic", "alpha", "lp"])
 def test_a_budget_ends_in_time_under_load(busy_sibling, tightening):
     """The hard twin instance with every stage on and a 4 s budget, beside busy processes: the input
     ends within the budget + 2 s, and an overrun would be in the record."""

@@ -5,12 +5,12 @@ The box is partitioned into subdomains.  A ReLU split of an unstable neuron ``k`
 gives two children, ``z_i[k] >= 0`` and ``z_i[k] <= 0``; an input split halves one coordinate of
 the box.  The root is bounded by ``bounds.alpha.alpha_crown``; every child by its intermediate
 bounds (``split_bounds``: rebuilt from the parent's, clamped by the splits; ``symbolic_bounds`` on
-a sub-box) and then α/β-CROWN (``bab/relax.py``: slopes warm-started from the parent, the split
+a sub-box) and then α/β-CROWN (``bounds/rows.py``: slopes warm-started from the parent, the split
 constraints as Lagrange terms, several subdomains batched), recomputed in float64.  The search
 keeps a best-first queue (worst margin bound first) of the subdomains whose bound is still
 ``<= tol`` for some target.  A target is *robust* when every subdomain of the partition has closed it:
 
-* a margin lower bound ``> tol`` (sound on the subdomain: ``bab/relax.py``, ``bounds/alpha.py``);
+* a margin lower bound ``> tol`` (sound on the subdomain: ``bounds/rows.py``, ``bounds/alpha.py``);
 * the subdomain is empty (its splits contradict its intermediate bounds: ``split_bounds`` is None);
 * an exact LP of the subdomain (a leaf with no unstable neuron left: the network is affine on it,
   the split constraints are linear) whose *dual-certified* bound exceeds ``tol``, or which a Farkas

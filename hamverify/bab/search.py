@@ -20,7 +20,7 @@ from ..milp import COUNTEREXAMPLE, ROBUST, TIMEOUT, UNKNOWN
 from ..milp.encode import encode_network, margin_objective
 from ..network import Network
 from .exact import exact_encoding, solve_lp, solve_milp
-from .relax import backsub64, crown_alpha_init, optimize, stack_rows
+from ..bounds.rows import backsub64, crown_alpha_init, optimize, stack_rows
 
 BRANCHING = ("babsr", "widest", "intercept", "input")
 BOUNDING = ("beta", "alpha")

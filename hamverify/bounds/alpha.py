@@ -6,7 +6,8 @@ positive.  Any ``alpha`` in [0, 1] gives a sound bound (``relu(z) >= alpha z`` o
 slopes are free parameters; ``symbolic.relu_relaxation`` fixes them to 0 or 1, here they are
 optimized per (margin row, neuron) by projected Adam to maximize every margin's lower bound
 (the idea of Xu et al. 2021, written from the paper's description).  Intermediate (pre-activation)
-bounds are not optimized: they come from ``symbolic_bounds`` / ``refine_symbolic``.
+bounds are not optimized here: they come from ``symbolic_bounds`` / ``refine_symbolic``, or from
+``bounds/optimized.py`` (the same optimization on every pre-activation).
 
 Precision: the optimization runs in torch (float32 by default, dense weights restricted to the
 neurons that are not stably inactive); only its *choice* of ``alpha`` is kept.  The reported

@@ -1,4 +1,5 @@
-"""Batched α/β-CROWN margin bounds of branch-and-bound subdomains.
+"""Batched α/β-CROWN lower bounds of stacked linear rows: the margins of branch-and-bound
+subdomains (``hamverify.bab``) and the pre-activations of ``bounds/optimized.py``.
 
 A subdomain is the box with some ReLU pre-activations fixed in sign (``sigma = +1``: ``z >= 0``,
 ``-1``: ``z <= 0``); its intermediate bounds come from ``bounds.alpha.split_bounds``.  For a margin
@@ -29,8 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..bounds.alpha import _dense_weights, maximize_bound
-from ..bounds.interval import LayerBounds
+from .alpha import _dense_weights, maximize_bound
+from .interval import LayerBounds
 from ..network import ConvSpec, Network
 
 
