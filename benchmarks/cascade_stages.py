@@ -72,8 +72,9 @@ def main() -> None:
     timeout = float(args.timeout if args.timeout is not None else cfg.get("timeout", 120))
     verifiers = {}
     for variant in args.variants:
-        settings = VerifySettings(eps=parse_eps(cfg["eps"]), timeout=timeout, tightening=cfg.get("tightening", "lp"),
-                                  backend=cfg.get("backend", "highs"), **variant_settings(variant))
+        base = {"tightening": cfg.get("tightening", "lp"), "backend": cfg.get("backend", "highs")}
+        settings = VerifySettings(eps=parse_eps(cfg["eps"]), timeout=timeout,
+                                  **{**base, **variant_settings(variant)})  # a variant may override the config
         verifiers[variant] = Verifier(model, INPUT_SHAPE[dataset], settings)
     indices = [int(i) for i in args.indices.split(",")]
     print(f"{args.config}: {len(indices)} inputs, {timeout:g} s each, variants {args.variants}; "
