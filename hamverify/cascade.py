@@ -12,7 +12,7 @@ stage that decides it:
    disjuncts' violation PGD).  Every point is validated in float64 (and for VNN-LIB by
    onnxruntime) before it counts.
 3. ``alpha``: alpha-CROWN (:func:`hamverify.bounds.alpha_crown`) on the open targets; with
-   ``tightening`` "alpha" or "lp", if targets stay open, the intermediate bounds optimized as well
+   ``tightening = "alpha"``, if targets stay open, the intermediate bounds optimized as well
    (:func:`hamverify.bounds.optimized.alpha_bounds`) and the margins bounded again on them.
 4. with ``tightening = "lp"`` only: a short ``bab`` probe (``BAB_PROBE_SHARE`` of the budget), then
    ``lp``: per-neuron LP tightening of the intermediate bounds with ``lp_share`` of the remaining
@@ -150,7 +150,7 @@ class CascadeConfig:
     lp_time_per_neuron: float = 0.5
     lp_share: float = 0.25
     alpha_steps: int = 20
-    alpha_bound_steps: int = 20  # with tightening "alpha" / "lp": Adam steps per intermediate row chunk (0: off)
+    alpha_bound_steps: int = 20  # with tightening "alpha": Adam steps per intermediate row chunk (0: off)
     bab_share: float = 0.3
     bab_stall: float | None = BAB_STALL_SECONDS  # BaB proper's stall_after (None: it keeps its whole share)
 
@@ -429,14 +429,16 @@ class _Run:
         return "milp" in self.cfg.stages and _unstable_total(self.bounds) <= DIRECT_MILP_UNSTABLE
 
     def alpha(self) -> None:
-        """alpha-CROWN on the open margins; with ``tightening`` "alpha" or "lp" and margins still open,
-        the intermediate bounds optimized too (``bounds.optimized.alpha_bounds``, once per input)
-        and the margins bounded again on them: the later stages (LP, BaB, MILP) start from these."""
+        """alpha-CROWN on the open margins; with ``tightening = "alpha"`` and margins still open, the
+        intermediate bounds optimized too (``bounds.optimized.alpha_bounds``, once per input) and the
+        margins bounded again on them: the later stages (BaB, MILP) start from these.  Not under
+        "lp": on the first 200 MNIST 0.3 inputs it left 13 timeouts against 9 without it
+        (docs/METHOD.md §8)."""
         form = self.p.margin_form(self.open)
         if form is None or "alpha" not in self.cfg.stages or self.cfg.alpha_steps <= 0 or self.small():
             return
         self.alpha_margins(form)
-        if self.cfg.tightening not in ("alpha", "lp") or self.alpha_tightened or self.cfg.alpha_bound_steps <= 0:
+        if self.cfg.tightening != "alpha" or self.alpha_tightened or self.cfg.alpha_bound_steps <= 0:
             return
         form = self.p.margin_form(self.open)
         if form is None or self.small():
