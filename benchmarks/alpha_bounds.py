@@ -14,7 +14,7 @@ symbolic row.  The one-time densification of the weights for torch (cached per n
 printed separately.  One torch thread, as in the verifier's workers.
 
 ``--intermediate-steps N`` (default 20; 0: off) adds the optimized intermediate bounds
-(``hamverify.bounds.optimized.alpha_bounds``, what ``--tightening alpha`` / ``lp`` use in the
+(``hamverify.bounds.optimized.alpha_bounds``, what ``--tightening alpha`` uses in the
 cascade) with alpha-CROWN margins on them (the last --steps), and ``--lp`` the per-neuron LP
 bounds (``cascade.lp_stage``, 0.5 s per neuron, no overall limit) with the same margins; their
 rows count the time of those intermediate bounds in ``total s``, and the unstable ReLUs per layer

@@ -366,7 +366,6 @@ class _Run:
         self.bounds = None
         self.values: dict = {}
         self.open: list = []
-        self.alpha_tightened = False  # the intermediate bounds were optimized (once per input)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def merge(self, stage: str, values: dict) -> None:
@@ -430,7 +429,7 @@ class _Run:
 
     def alpha(self) -> None:
         """alpha-CROWN on the open margins; with ``tightening = "alpha"`` and margins still open, the
-        intermediate bounds optimized too (``bounds.optimized.alpha_bounds``, once per input) and the
+        intermediate bounds optimized too (``bounds.optimized.alpha_bounds``) and the
         margins bounded again on them: the later stages (BaB, MILP) start from these.  Not under
         "lp": on the first 200 MNIST 0.3 inputs it left 13 timeouts against 9 without it
         (docs/METHOD.md §8)."""
@@ -438,19 +437,16 @@ class _Run:
         if form is None or "alpha" not in self.cfg.stages or self.cfg.alpha_steps <= 0 or self.small():
             return
         self.alpha_margins(form)
-        if self.cfg.tightening != "alpha" or self.alpha_tightened or self.cfg.alpha_bound_steps <= 0:
-            return
-        form = self.p.margin_form(self.open)
-        if form is None or self.small():
+        if self.cfg.tightening != "alpha" or self.cfg.alpha_bound_steps <= 0 or self.small():
             return
         with self.times("alpha"):
             self.bounds = alpha_bounds_stage(self.p.net, self.p.lo, self.p.hi, self.bounds, self.cfg.alpha_bound_steps,
                                              self.budget.share(ALPHA_SHARE))
-            self.alpha_tightened = True
             values = self.p.lower_bounds(self.bounds)
         self.merge("alpha", values)
         self.check_time("alpha")
-        if not self.small():
+        form = self.p.margin_form(self.open)  # the targets the new bounds left open
+        if form is not None and not self.small():
             self.alpha_margins(form)
 
     def alpha_margins(self, form) -> None:

@@ -100,3 +100,27 @@ def test_compute_bounds_alpha_and_the_prefix_cache():
     assert isinstance(cut, Network) and cut is prefix_network(net, 1)
     x = sample_box(lo, hi, 1, n=16)
     np.testing.assert_allclose(cut.forward(x), net.preactivations(x)[1], rtol=1e-12, atol=1e-12)
+
+
+def test_a_rounding_crossing_never_leaves_an_empty_interval(monkeypatch):
+    """A float64 bound that crosses the prior's by rounding keeps the interval ordered (an empty one
+    would make the MILP column infeasible)."""
+    import hamverify.bounds.rows as rows
+
+    net = NETWORKS["mlp"]()
+    lo, hi = random_box(net, 14, 0.2)
+    sym = symbolic_bounds(net, lo, hi)
+    real = rows.backsub64
+
+    def crossing(cut, lo_, hi_, layers, C, alpha, beta, box_rows=None):
+        low, *rest = real(cut, lo_, hi_, layers, C, alpha, beta, box_rows)
+        m = C.shape[0] // 2
+        ks = np.argmax(np.abs(C[:m]), axis=1)
+        prior = sym[len(layers)]
+        low[:m] = prior.upper[ks] + 1e-12  # "lower" just above the prior's upper bound
+        return (low, *rest)
+
+    monkeypatch.setattr(rows, "backsub64", crossing)
+    out = alpha_bounds(net, lo, hi, prior=sym, steps=2)
+    for b in out:
+        assert np.all(b.lower <= b.upper)

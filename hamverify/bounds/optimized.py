@@ -66,8 +66,10 @@ def _layer_bounds(net: Network, lo, hi, bounds: list[LayerBounds], layer: int, s
         rows = stack_rows([bounds[:layer]], [None], [2 * m])
         alpha, _, _ = optimize(cut, lo, hi, rows, C, crown_alpha_init(rows), None, steps, lr, deadline=deadline)
         low, *_ = backsub64(cut, lo, hi, rows, C, alpha, None)
-        current.lower[ks] = np.maximum(current.lower[ks], low[:m])
-        current.upper[ks] = np.minimum(current.upper[ks], -low[m:])
+        lower, upper = np.maximum(current.lower[ks], low[:m]), np.minimum(current.upper[ks], -low[m:])
+        # Both bounds hold on the (non-empty) box, so a crossing is float rounding: keep the pair
+        # ordered (an empty interval would make a MILP column infeasible and "prove" anything).
+        current.lower[ks], current.upper[ks] = np.minimum(lower, upper), np.maximum(lower, upper)
 
 
 def alpha_bounds(net: Network, lo, hi, prior: list[LayerBounds] | None = None, steps: int = 20, lr: float = 0.1,
