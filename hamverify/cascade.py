@@ -153,6 +153,7 @@ class CascadeConfig:
     alpha_bound_steps: int = 20  # with tightening "alpha": Adam steps per intermediate row chunk (0: off)
     bab_share: float = 0.3
     bab_stall: float | None = BAB_STALL_SECONDS  # BaB proper's stall_after (None: it keeps its whole share)
+    bab_branching: str = "babsr"  # hamverify.bab's branching rule (BRANCHING)
 
 
 class Problem(Protocol):
@@ -281,7 +282,8 @@ def bab_module():
     return module if callable(getattr(module, "branch_and_bound", None)) else None
 
 
-def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float, stall_after: float | None = None):
+def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float, stall_after: float | None = None,
+              branching: str = "babsr"):
     """``hamverify.bab.branch_and_bound`` on the open ``targets`` over the box, from the cascade's
     intermediate bounds, with the problem's validator (only points it accepts come back) and
     without BaB's own MILP fallback (the cascade's MILP stage is the backstop).  Returns its
@@ -294,7 +296,7 @@ def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float,
     return module.branch_and_bound(problem.net, problem.lo, problem.hi, label, targets=list(targets),
                                    deadline=deadline, bounds=bounds, model=model, model64=model64,
                                    validate=problem.bab_validator(), milp_fallback=False, milp_after=None, tol=tol,
-                                   seed=problem.seed(), stall_after=stall_after)
+                                   seed=problem.seed(), stall_after=stall_after, branching=branching)
 
 
 def local_stage(problem, label: int, rows: dict, values: dict, deadline: float):
@@ -479,7 +481,7 @@ class _Run:
             if not optimizer_ready(self.budget.share(share)):
                 return
             res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), bab_tol,
-                            stall_after)
+                            stall_after, self.cfg.bab_branching)
             if res is None:
                 return
             self.out.bab = res

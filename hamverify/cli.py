@@ -364,7 +364,7 @@ VERIFY_SCHEMA = {
     "data_dir": (str, None), "pgd_restarts": (int, 1), "pgd_steps": (int, 0), "scheduler": (str, None),
     "max_memory_per_worker": ((str, int), None), "stages": (str, None), "attack_steps": (int, 0),
     "attack_restarts": (int, 0), "alpha_steps": (int, 0), "lp_share": (float, None), "bab_share": (float, None),
-    "bab_stall": (float, 0.0),
+    "bab_stall": (float, 0.0), "bab_branching": (str, None),
 }
 VERIFY_KEYS = set(VERIFY_SCHEMA)
 
@@ -445,6 +445,9 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--bab-stall", type=float, default=None,
               help="Branch and bound hands over to the MILP once no target class has been proven for this many "
                    "seconds or half its time, whichever is longer (default 5; 0: never, it keeps its share).")
+@click.option("--bab-branching", default=None,
+              help="Branch and bound's branching rule: babsr (default) or fsb (babsr's and the intercept "
+                   "score's best neurons each split for real, the best split kept), widest, intercept.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_download_option
@@ -474,7 +477,8 @@ def verify(config_file, as_json, quiet, download, **flags):
                               tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
                               pgd_restarts=v.get("pgd_restarts", 10),
                               **{k: v[k] for k in ("stages", "attack_steps", "attack_restarts", "alpha_steps",
-                                                   "lp_share", "bab_share", "bab_stall") if k in v})
+                                                   "lp_share", "bab_share", "bab_stall", "bab_branching")
+                                 if k in v})
     log = (lambda m: click.echo(m, err=True))
     # offline first: installed data, else the embedded samples; a download only with --download
     x, y, source, embedded = verify_inputs(dataset, split, v.get("data_dir"), download, log)

@@ -65,6 +65,7 @@ class VerifySettings:
     lp_share: float = 0.25            # of the remaining budget, at most, for LP tightening
     bab_share: float = 0.3            # of the remaining budget, at most, for branch and bound
     bab_stall: float = BAB_STALL_SECONDS  # BaB hands over after this long without a proven target (0: never)
+    bab_branching: str = "babsr"      # branch and bound's branching rule (hamverify.bab.BRANCHING)
 
     def __post_init__(self):
         if self.tightening not in BOUND_METHODS:
@@ -81,6 +82,10 @@ class VerifySettings:
         for name in ("attack_steps", "attack_restarts", "alpha_steps"):
             if int(getattr(self, name)) < 0:
                 raise HamverifyError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from .bab.search import BRANCHING
+        if self.bab_branching not in BRANCHING or self.bab_branching == "input":
+            raise HamverifyError(f"unknown bab_branching {self.bab_branching!r}; known: "
+                                 f"{', '.join(b for b in BRANCHING if b != 'input')}")
         if not float(self.bab_stall) >= 0:
             raise HamverifyError(f"bab_stall must be >= 0 seconds (0: never), got {self.bab_stall}")
         for name in ("lp_share", "bab_share"):
@@ -96,7 +101,7 @@ class VerifySettings:
         return CascadeConfig(tightening=self.tightening, stages=parse_stages(self.stages), tol=self.tol,
                              lp_time_per_neuron=self.lp_time_per_neuron, lp_share=self.lp_share,
                              alpha_steps=self.alpha_steps, bab_share=self.bab_share,
-                             bab_stall=float(self.bab_stall) or None)
+                             bab_stall=float(self.bab_stall) or None, bab_branching=self.bab_branching)
 
 
 def new_record(settings: VerifySettings, model_sha256: str, index: int, label: int, **fields) -> VerificationRecord:

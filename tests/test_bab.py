@@ -90,6 +90,8 @@ CONFIGS = [
     dict(branching="babsr", attack=False, bounding="alpha", batch=3),
     dict(branching="babsr", attack=False, intermediate="inherit"),
     dict(branching="intercept", attack=False, intermediate="inherit", batch=1),
+    dict(branching="fsb", attack=False),
+    dict(branching="fsb", attack=False, bounding="alpha", intermediate="inherit", batch=2),
 ]
 
 
@@ -277,7 +279,8 @@ def test_agrees_with_the_milp_on_small_nets(kind):
         net = _shift(net, label, (0.02 if i % 2 else -0.02) - min(mins))
         reference = _milp_verdicts(net, lo, hi, label, bounds)
         res = branch_and_bound(net, lo, hi, label, deadline=time.monotonic() + 60, milp_fallback=False,
-                               attack=bool(i % 3 == 0), seed=i, intermediate="inherit" if i % 2 else "refine")
+                               attack=bool(i % 3 == 0), seed=i, intermediate="inherit" if i % 2 else "refine",
+                               branching="fsb" if i % 3 == 1 else "babsr")
         if all(v == "robust" for v in reference.values()):
             assert res.status == "robust", (i, reference, res)
         else:

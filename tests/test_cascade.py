@@ -128,6 +128,28 @@ def test_alpha_tightening_agrees_with_the_milp_and_never_loosens_the_bounds():
     assert checked == 24 and tightened > 0  # the optimization ran and removed unstable ReLUs somewhere
 
 
+def test_fsb_branching_reaches_the_search_and_agrees_with_the_milp(monkeypatch):
+    """``bab_branching`` is what the cascade's BaB runs with; with "fsb" every verdict equals the
+    MILP's alone."""
+    import hamverify.bab as bab
+    seen = []
+    real = bab.branch_and_bound
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["branching"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bab, "branch_and_bound", spy)
+    for seed in range(6):
+        model = small_relu_model(seed)
+        x = np.random.default_rng(seed).random(6)
+        label = int(model(torch.from_numpy(x[None]))[0].argmax())
+        new = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="bab,milp", bab_branching="fsb"))
+        ref = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="milp"))
+        assert new.verify(x, label, 0)[0].status == ref.verify(x, label, 0)[0].status, seed
+    assert seen and set(seen) == {"fsb"}
+
+
 def test_a_proof_by_the_bounds_runs_no_attack():
     model = planted_net()
     x = np.full(20, 0.5)
@@ -159,8 +181,12 @@ def test_stages_setting_is_normalized_and_checked():
         VerifySettings(eps=0.1, lp_share=1.0)
     with pytest.raises(HamverifyError, match="attack_steps"):
         VerifySettings(eps=0.1, attack_steps=-1)
+    with pytest.raises(HamverifyError, match="bab_branching"):
+        VerifySettings(eps=0.1, bab_branching="input")  # input splits are for low-dimensional boxes only
+    assert VerifySettings(eps=0.1, bab_branching="fsb").cascade_config().bab_branching == "fsb"
     from hamverify.records import RESUME_SETTINGS
-    assert {"stages", "attack_steps", "attack_restarts", "alpha_steps", "lp_share", "bab_share"} <= set(RESUME_SETTINGS)
+    assert {"stages", "attack_steps", "attack_restarts", "alpha_steps", "lp_share", "bab_share",
+            "bab_branching"} <= set(RESUME_SETTINGS)
 
 
 def test_without_milp_open_targets_end_unknown():

@@ -167,7 +167,8 @@ def other_model(tiny, workdir):
                                   "missing_config", "missing_data_dir", "bad_split", "start_past_end",
                                   "negative_tol", "huge_tol", "another_tightening", "toml_count_string",
                                   "toml_timeout_string", "toml_count_float", "toml_workers_zero",
-                                  "toml_workers_negative", "toml_start_negative", "toml_tol_negative"])
+                                  "toml_workers_negative", "toml_start_negative", "toml_tol_negative",
+                                  "unknown_bab_branching"])
 def test_bad_inputs_give_a_one_line_error(case, tiny, other_model, first_run, root, workdir):
     results, _ = first_run
     base = ["verify", "--quiet", "--data-dir", root, "--count", 2]
@@ -193,6 +194,9 @@ def test_bad_inputs_give_a_one_line_error(case, tiny, other_model, first_run, ro
         config = workdir / "backend.toml"
         config.write_text('backend = "gurobi"\n')
         res, fragments = invoke(*base, "--model", tiny, "--config", config, "--results", fresh), ["gurobi"]
+    elif case == "unknown_bab_branching":
+        res, fragments = invoke(*base, "--model", tiny, "--bab-branching", "random", "--results", fresh), \
+            ["bab_branching", "random", "fsb"]
     elif case == "count_zero":
         res, fragments = invoke(*base[:-2], "--count", 0, "--model", tiny, "--results", fresh), ["--count"]
     elif case == "another_model":

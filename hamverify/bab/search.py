@@ -20,9 +20,14 @@ from ..milp import COUNTEREXAMPLE, ROBUST, TIMEOUT, UNKNOWN
 from ..milp.encode import encode_network, margin_objective
 from ..network import Network
 from .exact import exact_encoding, solve_lp, solve_milp
-from ..bounds.rows import backsub64, crown_alpha_init, optimize, stack_rows
+from ..bounds.rows import RowLayer, backsub64, crown_alpha_init, optimize, stack_rows
 
-BRANCHING = ("babsr", "widest", "intercept", "input")
+BRANCHING = ("babsr", "fsb", "widest", "intercept", "input")
+# "fsb" (filtered smart branching, after De Palma et al. 2021): the FSB_CANDIDATES best neurons by
+# the babsr score and as many by the intercept score are each split for real -- both children bounded
+# in one float64 back-substitution with the subdomain's own slopes and multipliers -- and the split
+# whose weaker child bound is highest wins.
+FSB_CANDIDATES = 3
 BOUNDING = ("beta", "alpha")
 # A child's intermediate bounds: "refine" (rebuilt by split_bounds from the split layer on: tighter,
 # one symbolic pass per child) or "inherit" (the parent's, with the split neuron clamped: no pass;
@@ -54,6 +59,7 @@ class BabStats:
     milp_solves: int = 0
     attacks: int = 0
     candidates: int = 0  # points sent to the validator
+    fsb_rows: int = 0  # rows bounded to choose "fsb" branchings
     fallback: str = ""  # why the MILP fallback ran ("" = it did not)
     time: float = 0.0
     time_bounds: float = 0.0
@@ -328,6 +334,8 @@ class _Search:
             A_x, corners = A_x[open_], corners[open_]
         dom = _Domain(splits, lo, hi, bounds, tg, lb, alpha_o, beta_o, depth,
                       self._choose(bounds, coefs, A_x, lo, hi, depth), corners[int(np.argmin(lb))])
+        if self.o["branching"] == "fsb" and dom.branch is not None:
+            dom.branch = self._filtered_branch(dom, coefs)
         self.try_points(corners, "corner")
         return dom
 
@@ -347,11 +355,52 @@ class _Search:
             if not score[k] > 0:
                 k = int(np.argmax(np.where(width >= MIN_INPUT_WIDTH, relative, -np.inf)))
             return (-1, k)
-        scores = relu_scores(self.o["branching"], bounds, coefs)
+        scores = relu_scores("babsr" if self.o["branching"] == "fsb" else self.o["branching"], bounds, coefs)
         best, layer = max(((float(s.max()), i) for i, s in enumerate(scores) if s.size), default=(-np.inf, -1))
         if not np.isfinite(best):
             return None
         return (layer, int(np.argmax(scores[layer])))
+
+    def _filtered_branch(self, dom: _Domain, coefs) -> tuple[int, int]:
+        """FSB: among the best neurons by the babsr and by the intercept score, the split whose two
+        children's margin bounds (the parent's slopes and multipliers, the split neuron clamped) leave
+        the least total deficit ``sum_targets min(child bounds, tol)``; ``dom.branch`` (babsr's best)
+        wins ties and stays the choice when no candidate is better.  Only the choice comes from
+        here: every child is still bounded soundly by ``expand``."""
+        k = FSB_CANDIDATES
+        cands: list[tuple[int, int]] = [dom.branch]
+        for kind in ("babsr", "intercept"):
+            flat = [(float(v), i, int(n)) for i, sc in enumerate(relu_scores(kind, dom.bounds, coefs))
+                    for n, v in zip(np.argsort(sc)[::-1][:k], np.sort(sc)[::-1][:k]) if np.isfinite(v)]
+            for _, i, n in sorted(flat, reverse=True)[:k]:
+                if (i, n) not in cands:
+                    cands.append((i, n))
+        if len(cands) < 2:
+            return dom.branch
+        T = dom.targets.size
+        base = stack_rows([dom.bounds], [dom.splits], [T])
+        n_rows = 2 * len(cands) * T
+        layers = [RowLayer(*(np.tile(getattr(L, f), (2 * len(cands), 1)) for f in
+                             ("up_slope", "up_int", "fixed_low", "free", "sigma"))) for L in base]
+        for c, (i, n) in enumerate(cands):
+            for side, block in ((1, 2 * c), (-1, 2 * c + 1)):
+                rows = slice(block * T, (block + 1) * T)
+                L = layers[i]
+                L.up_slope[rows, n] = 1.0 if side == 1 else 0.0
+                L.up_int[rows, n] = 0.0
+                L.fixed_low[rows, n] = 1.0 if side == 1 else 0.0
+                L.free[rows, n] = 0.0
+        alpha = [np.tile(a.astype(np.float64), (2 * len(cands), 1)) if a is not None else c0
+                 for a, c0 in zip(dom.alpha or [None] * len(layers), crown_alpha_init(layers))]
+        beta = None
+        if dom.beta is not None:
+            beta = [None if b is None else np.tile(b.astype(np.float64), (2 * len(cands), 1)) for b in dom.beta]
+        C = np.tile(_spec(self.net.num_classes, self.label, dom.targets), (2 * len(cands), 1))
+        lbs, *_ = backsub64(self.net, dom.lo, dom.hi, layers, C, alpha, beta)
+        lbs = lbs.reshape(len(cands), 2, T)
+        deficit = np.minimum(lbs.min(axis=1), self.o["tol"]).sum(axis=1)
+        self.stats.fsb_rows += n_rows
+        return cands[int(np.argmax(deficit))]  # argmax keeps the first (babsr's best) on ties
 
     def children(self, dom: _Domain):
         """The two halves of a subdomain: (splits, lo, hi, first changed ReLU layer)."""
@@ -699,7 +748,8 @@ def branch_and_bound(net: Network, lo, hi, label: int, targets=None, deadline: f
     ``lambda p: verifier.validate_counterexample(p, lo, hi, label)`` (default: the IR's float64
     forward pass); only points it accepts, inside the box, are reported.
 
-    ``branching``: "babsr" (default), "widest", "intercept" (``relu_scores``) or "input" (halve the
+    ``branching``: "babsr" (default), "fsb" (``FSB_CANDIDATES``), "widest", "intercept"
+    (``relu_scores``) or "input" (halve the
     input coordinate with the largest ``|coefficient| x width``: for low-dimensional inputs).
     ``bounding``: "beta" (α/β-CROWN, split constraints as Lagrange terms) or "alpha" (α-CROWN on
     the split-clamped bounds).  ``batch``: subdomains popped (worst first) and bounded together.

@@ -32,7 +32,7 @@ import torch
 
 from .alpha import _dense_weights, maximize_bound
 from .interval import LayerBounds
-from ..network import ConvSpec, Network
+from ..network import ConvSpec, Network, transposed_csr
 
 
 @dataclass
@@ -124,7 +124,7 @@ def crown_alpha_init(layers: list[RowLayer]) -> list[np.ndarray]:
 def _rows_times(A: np.ndarray, W) -> np.ndarray:
     """Dense rows ``A`` times an affine map's ``W`` (CSR or dense)."""
     if sp.issparse(W):
-        return np.ascontiguousarray((W.T.tocsr() @ A.T).T)
+        return np.ascontiguousarray((transposed_csr(W) @ A.T).T)
     return A @ W
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..network import Affine, Network
+from ..network import Affine, Network, transposed_csr
 from .interval import (LayerBounds, affine_interval, box_vectors, interval_bounds,
                        interval_output_bounds, relu_interval)
 
@@ -190,7 +190,7 @@ def _through_affine(A, const: np.ndarray, aff: Affine):
         return out, const
     if sp.issparse(W):
         # dense @ sparse: scipy routes it through (W.T @ A.T).T; do so explicitly with CSC rows.
-        return np.ascontiguousarray((W.T.tocsr() @ A.T).T), const
+        return np.ascontiguousarray((transposed_csr(W) @ A.T).T), const
     return np.asarray(A @ W), const
 
 
