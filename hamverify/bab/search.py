@@ -332,10 +332,9 @@ class _Search:
         else:
             coefs = [c[open_] for c in coefs]
             A_x, corners = A_x[open_], corners[open_]
-        dom = _Domain(splits, lo, hi, bounds, tg, lb, alpha_o, beta_o, depth,
-                      self._choose(bounds, coefs, A_x, lo, hi, depth), corners[int(np.argmin(lb))])
-        if self.o["branching"] == "fsb" and dom.branch is not None:
-            dom.branch = self._filtered_branch(dom, coefs)
+        dom = _Domain(splits, lo, hi, bounds, tg, lb, alpha_o, beta_o, depth, None, corners[int(np.argmin(lb))])
+        dom.branch = (self._filtered_branch(dom, coefs) if self.o["branching"] == "fsb"
+                      else self._choose(bounds, coefs, A_x, lo, hi, depth))
         self.try_points(corners, "corner")
         return dom
 
@@ -355,28 +354,27 @@ class _Search:
             if not score[k] > 0:
                 k = int(np.argmax(np.where(width >= MIN_INPUT_WIDTH, relative, -np.inf)))
             return (-1, k)
-        scores = relu_scores("babsr" if self.o["branching"] == "fsb" else self.o["branching"], bounds, coefs)
+        scores = relu_scores(self.o["branching"], bounds, coefs)
         best, layer = max(((float(s.max()), i) for i, s in enumerate(scores) if s.size), default=(-np.inf, -1))
         if not np.isfinite(best):
             return None
         return (layer, int(np.argmax(scores[layer])))
 
-    def _filtered_branch(self, dom: _Domain, coefs) -> tuple[int, int]:
-        """FSB: among the best neurons by the babsr and by the intercept score, the split whose two
-        children's margin bounds (the parent's slopes and multipliers, the split neuron clamped) leave
-        the least total deficit ``sum_targets min(child bounds, tol)``; ``dom.branch`` (babsr's best)
-        wins ties and stays the choice when no candidate is better.  Only the choice comes from
-        here: every child is still bounded soundly by ``expand``."""
+    def _filtered_branch(self, dom: _Domain, coefs) -> tuple[int, int] | None:
+        """FSB: among the ``FSB_CANDIDATES`` best neurons by the babsr score and as many by the
+        intercept score (each over all layers), the split whose two children's margin bounds (the
+        subdomain's slopes and multipliers, the split neuron clamped) leave the least total deficit
+        ``sum_targets min(child bounds, tol)``; babsr's best wins ties.  None when no neuron can be
+        split (a leaf).  Only the choice comes from here: every child is still bounded by ``expand``."""
         k = FSB_CANDIDATES
-        cands: list[tuple[int, int]] = [dom.branch]
+        cands: list[tuple[int, int]] = []
         for kind in ("babsr", "intercept"):
-            flat = [(float(v), i, int(n)) for i, sc in enumerate(relu_scores(kind, dom.bounds, coefs))
-                    for n, v in zip(np.argsort(sc)[::-1][:k], np.sort(sc)[::-1][:k]) if np.isfinite(v)]
-            for _, i, n in sorted(flat, reverse=True)[:k]:
-                if (i, n) not in cands:
-                    cands.append((i, n))
+            scores = relu_scores(kind, dom.bounds, coefs)
+            ranked = sorted(((float(sc[n]), i, int(n)) for i, sc in enumerate(scores)
+                             for n in np.argsort(sc)[::-1][:k] if np.isfinite(sc[n])), reverse=True)
+            cands += [(i, n) for _, i, n in ranked[:k] if (i, n) not in cands]
         if len(cands) < 2:
-            return dom.branch
+            return cands[0] if cands else None
         T = dom.targets.size
         base = stack_rows([dom.bounds], [dom.splits], [T])
         n_rows = 2 * len(cands) * T
@@ -390,8 +388,8 @@ class _Search:
                 L.up_int[rows, n] = 0.0
                 L.fixed_low[rows, n] = 1.0 if side == 1 else 0.0
                 L.free[rows, n] = 0.0
-        alpha = [np.tile(a.astype(np.float64), (2 * len(cands), 1)) if a is not None else c0
-                 for a, c0 in zip(dom.alpha or [None] * len(layers), crown_alpha_init(layers))]
+        alpha = (crown_alpha_init(layers) if dom.alpha is None else
+                 [np.tile(a.astype(np.float64), (2 * len(cands), 1)) for a in dom.alpha])
         beta = None
         if dom.beta is not None:
             beta = [None if b is None else np.tile(b.astype(np.float64), (2 * len(cands), 1)) for b in dom.beta]
@@ -400,7 +398,7 @@ class _Search:
         lbs = lbs.reshape(len(cands), 2, T)
         deficit = np.minimum(lbs.min(axis=1), self.o["tol"]).sum(axis=1)
         self.stats.fsb_rows += n_rows
-        return cands[int(np.argmax(deficit))]  # argmax keeps the first (babsr's best) on ties
+        return cands[int(np.argmax(deficit))]  # argmax keeps the first, babsr's best, on ties
 
     def children(self, dom: _Domain):
         """The two halves of a subdomain: (splits, lo, hi, first changed ReLU layer)."""
