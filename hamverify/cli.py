@@ -196,6 +196,8 @@ def main():
 @click.option("--eval-count", type=int, default=None, help="Test images logged per epoch (500).")
 @click.option("--seed", type=int, default=None, help="Seed of the init, batches and corners (0).")
 @click.option("--subset", type=int, default=None, help="Train on the first N images only.")
+@click.option("--augment/--no-augment", default=None,
+              help="Random crop (pad 4) and horizontal flip of each batch (default: on for CIFAR-10 only).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--out", type=click.Path(), default=None,
               help="Run folder (default runs/<dataset>_<reg>_<eps>_s<seed>; with --resume, the resumed run's). "

@@ -262,3 +262,12 @@ def test_bad_training_settings_from_toml_and_flags(tmp_path, key, toml_value, fl
         result = _invoke(["train-small", "--out", tmp_path / "o", f"--{key.replace('_', '-')}", flag_value, "--quiet"])
         _assert_one_line_error(result, needle)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [("--augment", True), ("--no-augment", False), (None, False)])
+def test_augment_flag_reaches_the_run_config(tmp_path, mnist_root, flag, expected):
+    """MNIST trains without augmentation by default; the flag turns it on or off either way."""
+    out = tmp_path / "run"
+    result = _invoke(["train-small", *QUICK, "--data-dir", mnist_root, "--out", out, *([flag] if flag else [])])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads((out / "config.json").read_text())["augment"] is expected
