@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 TOL = 1e-6  # VerifySettings.tol
 
 
@@ -40,13 +41,6 @@ def default_data_dir() -> str | None:
         return None  # the library reads it
     shared = REPO_ROOT.parent / "shared" / "data"
     return str(shared) if shared.is_dir() else None
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def main(argv=None):

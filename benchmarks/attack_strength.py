@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 
 
 def default_data_dir() -> str | None:
@@ -39,13 +40,6 @@ def parse_margin_config(text: str) -> tuple[int, int]:
     if not sep or not steps.isdigit() or not restarts.isdigit():
         raise SystemExit(f"bad margin config {text!r}: use STEPSxRESTARTS, e.g. 50x4")
     return int(steps), int(restarts)
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def main(argv=None):

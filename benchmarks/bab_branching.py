@@ -49,6 +49,7 @@ from torch import nn  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 
 
 def default_data_dir() -> str | None:
@@ -56,13 +57,6 @@ def default_data_dir() -> str | None:
         return None  # the library reads it
     shared = REPO_ROOT.parent / "shared" / "data"
     return str(shared) if shared.is_dir() else None
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def mlp(hidden: list[int]) -> nn.Sequential:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 
 WORKER = r"""
 import json, sys, time
@@ -47,13 +48,6 @@ print(json.dumps({"status": res.status, "domains": res.stats.domains, "depth": r
                   "robust": sum(v == "robust" for v in res.verdicts.values()), "targets": len(res.verdicts),
                   "seconds": time.monotonic() - t}))
 """
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def run(tree: pathlib.Path, idx: int, seconds: float, kwargs: dict, model: str) -> dict:

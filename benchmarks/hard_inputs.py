@@ -21,14 +21,8 @@ import time
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 sys.path.insert(0, str(REPO_ROOT))
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def main() -> None:

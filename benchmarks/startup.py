@@ -27,6 +27,7 @@ import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 HEAVY = ("torch", "onnx", "onnxruntime", "highspy", "scipy")
 
 DRIVER = r"""
@@ -43,13 +44,6 @@ import json
 print("STARTUP " + json.dumps({"import_cli": t1 - t0, "command": t2 - t1, "code": code,
                                "imported": [m for m in %r if m in sys.modules]}), file=sys.stderr)
 """
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def make_instance(model: pathlib.Path, eps: float, index: int, workdir: pathlib.Path, data_dir):

@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from machine_load import load_avg  # noqa: E402  (benchmarks/ is the script folder, first on sys.path)
 MODELS = {  # name -> verify config
     "mnist_0.1": "verify_configs/mnist_small_0.1.toml",
     "mnist_0.3": "verify_configs/mnist_small_0.3.toml",
@@ -68,13 +69,6 @@ for line in sys.stdin:
     wall = time.monotonic() - t
     print(json.dumps({"record": dataclasses.asdict(rec), "wall": wall}, default=float), flush=True)
 """
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def ensure_worktree(path: pathlib.Path, commit: str) -> pathlib.Path:

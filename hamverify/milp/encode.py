@@ -79,6 +79,20 @@ class LogitExpression:
         return np.asarray(self.matrix @ values).ravel() + self.constant
 
 
+@dataclass(frozen=True)
+class LayerInputs:
+    """What feeds one ReLU layer, kept for cut separation (``hamverify/milp/cuts.py``): the
+    pre-activation is ``W @ y + b`` where the previous layer's output ``y = H @ v + h`` lies in
+    ``[lower, upper]`` (for the first layer: the input box)."""
+
+    W: sp.csr_matrix
+    b: np.ndarray
+    H: sp.csr_matrix
+    h: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
 @dataclass
 class MilpArrays:
     """A minimization MILP in array form, independent of any solver."""
@@ -96,6 +110,7 @@ class MilpArrays:
     unstable_per_layer: list[int]
     relu_columns: tuple[ReluColumns, ...] = ()
     max_columns: MaxColumns | None = None
+    layer_inputs: tuple[LayerInputs, ...] = ()  # one per ReLU layer, aligned with relu_columns
     # kept so that a solver can complete an input point (e.g. PGD's best) into a full assignment
     network: Network | None = field(default=None, repr=False)
 
@@ -247,18 +262,22 @@ def encode_network(net: Network, lo, hi, bounds: Sequence[PreactivationBounds],
     builder = _Builder()
     input_cols = builder.add_cols(lo, hi)
     H, h = sp.identity(len(lo), format="csr"), np.zeros(len(lo))
-    relu_columns = []
+    y_lower, y_upper = lo, hi  # bounds on the current layer's input y = H @ v + h
+    relu_columns, layer_inputs = [], []
     for aff, bnd in zip(net.affines[:-1], bounds):
         W = _as_sparse(aff.W)
+        layer_inputs.append(LayerInputs(W, np.asarray(aff.b, dtype=np.float64), H, h, y_lower, y_upper))
         Z, z = W @ _pad_cols(H, builder.n_cols), np.asarray(W @ h).ravel() + aff.b
         H, h, columns = _encode_relu_layer(builder, sp.csr_matrix(Z), z,
                                            np.asarray(bnd.lower, dtype=np.float64),
                                            np.asarray(bnd.upper, dtype=np.float64), stable_active)
         relu_columns.append(columns)
+        y_lower = np.maximum(np.asarray(bnd.lower, dtype=np.float64), 0.0)
+        y_upper = np.maximum(np.asarray(bnd.upper, dtype=np.float64), 0.0)
     W = _as_sparse(net.affines[-1].W)
     milp = builder.finish(input_cols=input_cols,
                           unstable_per_layer=[len(c.unstable) for c in relu_columns],
-                          relu_columns=tuple(relu_columns), network=net)
+                          relu_columns=tuple(relu_columns), layer_inputs=tuple(layer_inputs), network=net)
     logits = LogitExpression(_pad_cols(W @ _pad_cols(H, milp.n_cols), milp.n_cols),
                              np.asarray(W @ h).ravel() + net.affines[-1].b)
     return milp, logits

@@ -18,6 +18,7 @@ minimum (measured: a completed solve reported a dual bound of 1.6 for a true min
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -143,6 +144,18 @@ def _bounds_hold(milp: MilpArrays, x) -> bool:
         x = (milp.col_lower[milp.input_cols] + milp.col_upper[milp.input_cols]) / 2
     values = complete_assignment(milp, x)
     return assignment_violation(milp, values) <= 1e-6 * (1.0 + float(np.max(np.abs(values), initial=0.0)))
+
+
+def solve_lp_relaxation(milp: MilpArrays, time_limit: float | None = None) -> np.ndarray | None:
+    """The column values of an optimal point of ``milp``'s LP relaxation (binaries in [0, 1]), or
+    None when HiGHS does not reach optimality within ``time_limit`` seconds."""
+    h = new_highs()
+    _options(h, 1e9 if time_limit is None else time_limit, 0, None, False, False, None)
+    _pass_arrays(h, dataclasses.replace(milp, integrality=np.zeros_like(milp.integrality), n_binaries=0))
+    _run(h)
+    if h.getModelStatus() != _MS.kOptimal:
+        return None
+    return np.asarray(h.getSolution().col_value, dtype=np.float64)
 
 
 def solve_highs(milp: MilpArrays, time_limit: float, tol: float = 1e-6, seed_point=None,
