@@ -27,16 +27,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .encode import MilpArrays
+from .encode import MilpArrays, _pad_cols as _pad
 
 # A cut's right side is loosened by this much (relative): the float rounding of its coefficients
 # must never cut off a reachable point.
 CUT_SLACK = 1e-9
-
-
-def _pad(M: sp.csr_matrix, n_cols: int) -> sp.csr_matrix:
-    M = sp.csr_matrix(M)
-    return sp.csr_matrix((M.data, M.indices, M.indptr), shape=(M.shape[0], n_cols))
 
 
 def separate(milp: MilpArrays, values: np.ndarray, min_violation: float = 1e-4):
@@ -71,9 +66,9 @@ def separate(milp: MilpArrays, values: np.ndarray, min_violation: float = 1e-4):
                       + np.bincount(j[~take], w[~take] * hi[~take], minlength=m) + bias)[violated]
         upper = (np.bincount(j[keep], w[keep] * (inputs.h[i[keep]] - lo[keep]), minlength=m))[violated]
         k = len(violated)
-        unit = lambda c, s: sp.csr_matrix((s, (np.arange(k), c)), shape=(k, n))
-        rows = unit(cols.relu_cols[violated], np.ones(k)) - _pad(chosen @ _pad(inputs.H, n), n) \
-            - unit(cols.binary_cols[violated], delta_coef)
+        a_part = sp.csr_matrix((np.ones(k), (np.arange(k), cols.relu_cols[violated])), shape=(k, n))
+        delta_part = sp.csr_matrix((delta_coef, (np.arange(k), cols.binary_cols[violated])), shape=(k, n))
+        rows = a_part - _pad(chosen @ _pad(inputs.H, n), n) - delta_part
         blocks.append(sp.csr_matrix(rows))
         uppers.append(upper + CUT_SLACK * (1.0 + np.abs(upper) + np.abs(delta_coef)))
     if not blocks:
