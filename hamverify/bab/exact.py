@@ -72,14 +72,10 @@ def solve_lp(milp: MilpArrays, time_limit: float):
     LP, ``-inf`` when none --, primal input point or None, primal objective or None)."""
     import highspy
 
-    from ..milp.highs import _options, _pass_arrays, _run
-    from ..milp.quiet import new_highs
+    from ..milp.highs import lp_relaxation, run_lp
 
-    lp = dataclasses.replace(milp, integrality=np.zeros_like(milp.integrality), n_binaries=0)
-    h = new_highs()
-    _options(h, max(time_limit, 1e-3), 0, None, False, False)
-    _pass_arrays(h, lp)
-    _run(h)
+    lp = lp_relaxation(milp)
+    h = run_lp(lp, time_limit)
     if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
         # Not a proof by itself (a solver claim): only a Farkas ray whose Lagrangian bound of
         # "min 0" is positive, recomputed here in float64, proves that the subdomain is empty.

@@ -146,13 +146,25 @@ def _bounds_hold(milp: MilpArrays, x) -> bool:
     return assignment_violation(milp, values) <= 1e-6 * (1.0 + float(np.max(np.abs(values), initial=0.0)))
 
 
+def lp_relaxation(milp: MilpArrays) -> MilpArrays:
+    """``milp`` with every binary relaxed to the interval [0, 1]."""
+    return dataclasses.replace(milp, integrality=np.zeros_like(milp.integrality), n_binaries=0)
+
+
+def run_lp(lp: MilpArrays, time_limit: float | None = None) -> highspy.Highs:
+    """HiGHS after solving the LP ``lp`` (no integrality) within ``time_limit`` seconds, for the
+    caller to read its status, primal and duals."""
+    h = new_highs()
+    _options(h, 1e9 if time_limit is None else max(time_limit, 1e-3), 0, None, False, False)
+    _pass_arrays(h, lp)
+    _run(h)
+    return h
+
+
 def solve_lp_relaxation(milp: MilpArrays, time_limit: float | None = None) -> np.ndarray | None:
     """The column values of an optimal point of ``milp``'s LP relaxation (binaries in [0, 1]), or
     None when HiGHS does not reach optimality within ``time_limit`` seconds."""
-    h = new_highs()
-    _options(h, 1e9 if time_limit is None else time_limit, 0, None, False, False, None)
-    _pass_arrays(h, dataclasses.replace(milp, integrality=np.zeros_like(milp.integrality), n_binaries=0))
-    _run(h)
+    h = run_lp(lp_relaxation(milp), time_limit)
     if h.getModelStatus() != _MS.kOptimal:
         return None
     return np.asarray(h.getSolution().col_value, dtype=np.float64)
