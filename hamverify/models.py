@@ -54,13 +54,18 @@ class ReLUNet(nn.Sequential):
         return x, preacts
 
 
-def _small_cnn(in_ch: int, side: int, hidden: int, mean, std) -> ReLUNet:
+def _small_cnn(in_ch: int, side: int, hidden: int, mean, std, batch_norm: bool = False) -> ReLUNet:
     flat = 32 * (side // 4) * (side // 4)
+
+    def conv(c_in, c_out):
+        layer = [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)]
+        return layer + [nn.BatchNorm2d(c_out)] if batch_norm else layer
+
     return ReLUNet(
         Normalize(mean, std),
-        nn.Conv2d(in_ch, 16, 4, stride=2, padding=1),
+        *conv(in_ch, 16),
         nn.ReLU(),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        *conv(16, 32),
         nn.ReLU(),
         nn.Flatten(),
         nn.Linear(flat, hidden),
@@ -79,6 +84,13 @@ def mnist_small(dataset: str = "mnist") -> ReLUNet:
     return _small_cnn(1, 28, 100, *NORMALIZATION[dataset])
 
 
+def cifar_small_bn(dataset: str = "cifar10") -> ReLUNet:
+    """cifar_small with a BatchNorm after each convolution (issue 14's extra arch, reported apart
+    from the paper's): batch statistics while training, folded into the convolutions for
+    verification (eval mode: the same ReLUs, the same IR shape)."""
+    return _small_cnn(3, 32, 128, *NORMALIZATION[dataset], batch_norm=True)
+
+
 def tiny_mlp(dataset: str = "mnist", hidden: int = 8) -> ReLUNet:
     """A very small net for tests and smoke runs."""
     c, h, w = INPUT_SHAPE[dataset]
@@ -89,8 +101,13 @@ def tiny_mlp(dataset: str = "mnist", hidden: int = 8) -> ReLUNet:
 ARCHITECTURES: dict[str, Callable[..., ReLUNet]] = {
     "cifar_small": cifar_small,
     "mnist_small": mnist_small,
+    "cifar_small_bn": cifar_small_bn,
     "tiny_mlp": tiny_mlp,
 }
+
+# Verifiable architectures with BatchNorm (folded into the IR in eval mode; batch statistics while
+# training, which CROWN-IBP's backward pass does not have).
+BATCH_NORM_ARCHITECTURES = frozenset({"cifar_small_bn"})
 
 DEFAULT_ARCH = {"cifar10": "cifar_small", "mnist": "mnist_small", "fashion-mnist": "mnist_small"}
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from . import HamverifyError
 from .attacks import PGD
 from .config import parse_eps
-from .models import (DEFAULT_ARCH, TRAINING_ONLY_ARCHITECTURES, build_model, load_checkpoint, read_checkpoint,
+from .models import (BATCH_NORM_ARCHITECTURES, DEFAULT_ARCH, TRAINING_ONLY_ARCHITECTURES, build_model, load_checkpoint, read_checkpoint,
                      save_checkpoint)
 from .recipes import DEFAULT_RECIPE, recipe_overrides
 from .losses import (INITS, LOSSES, certified_margin_lower, crown_margin_lower, initialize, relu_balance_loss,
@@ -124,6 +124,9 @@ class TrainConfig:
                 raise HamverifyError(f"invalid training setting: {what}")
         if self.select.startswith("best-val") and self.val_count < 1:
             raise HamverifyError(f"select {self.select} needs --val-count > 0")
+        if self.loss == "crown-ibp" and self.arch in BATCH_NORM_ARCHITECTURES:
+            raise HamverifyError(f"loss crown-ibp does not support the batch-norm arch {self.arch} "
+                                 "(its backward pass has no batch statistics): use ibp, sabr or mtl-ibp")
         if self.arch in TRAINING_ONLY_ARCHITECTURES:
             # Interval bounds walk a Sequential of affine layers and ReLUs: a ResNet or a max-pool
             # net has no such form, so the bound-based terms cannot train it.

@@ -15,10 +15,22 @@ from hamverify.losses import (certified_margin_lower, crown_margin_lower, ibp_ma
                               relu_balance_loss, robust_cross_entropy, robust_loss, tightness_loss)
 from hamverify.losses.certified import sabr_box
 from hamverify.losses.interval import box, propagate_interval
-from hamverify.models import cifar_small, mnist_small, tiny_mlp
+from hamverify.models import cifar_small, cifar_small_bn, mnist_small, tiny_mlp
 from hamverify.train import TrainConfig, beta_at, eps_at, kappa_at, warmup_at
 
-ARCHS = [(tiny_mlp, (1, 28, 28)), (mnist_small, (1, 28, 28)), (cifar_small, (3, 32, 32))]
+ARCHS = [(tiny_mlp, (1, 28, 28)), (mnist_small, (1, 28, 28)), (cifar_small, (3, 32, 32)),
+         (cifar_small_bn, (3, 32, 32))]
+
+
+def _with_running_statistics(model, shape, seed=5):
+    """``model`` with its BatchNorm running statistics moved off their initial 0 / 1 (a few
+    training-mode passes), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, *shape, generator=g))
+    return model.eval()
 
 
 def _batch(shape, n=6, seed=0):
@@ -45,7 +57,7 @@ def _sampled_worst_margins(model, lo, hi, y, samples=300, seed=1):
 @pytest.mark.parametrize("eps", [0.005, 0.03])
 def test_ibp_and_crown_bounds_contain_sampled_margins(arch, shape, eps):
     torch.manual_seed(3)
-    model = arch().eval()
+    model = _with_running_statistics(arch(), shape)
     x, y = _batch(shape)
     lo, hi = box(x, eps)
     pre: list = []
@@ -58,6 +70,44 @@ def test_ibp_and_crown_bounds_contain_sampled_margins(arch, shape, eps):
     _, preacts = model.forward_with_preacts(x)
     for (l, u), z in zip(pre, preacts):
         assert (l <= z + 1e-5).all() and (z <= u + 1e-5).all()
+
+
+def test_batch_norm_bounds_use_the_centres_statistics_in_training_mode():
+    """In training mode a BatchNorm's interval is the affine map of the box centres' batch
+    statistics: the same bounds as eval mode with the running statistics set to exactly those, and
+    the running statistics untouched by the bound pass."""
+    torch.manual_seed(4)
+    model = cifar_small_bn()
+    x, y = _batch((3, 32, 32), n=8)
+    lo, hi = box(x, 2 / 255)
+    bns = [m for m in model if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+    model.train()
+    m_train = ibp_margin_lower(model, lo, hi, y)
+    for bn, (mean, var) in zip(bns, before):
+        assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    # each BatchNorm's statistics from the interval centres that reach it, set as running statistics
+    layers = list(model)
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                _, (mid, _) = propagate_interval(torch.nn.Sequential(*layers[:i]).eval(), lo, hi)
+                layer.running_mean.copy_(mid.mean(dim=(0, 2, 3)))
+                layer.running_var.copy_(mid.var(dim=(0, 2, 3), unbiased=False))
+    model.eval()
+    assert torch.allclose(m_train, ibp_margin_lower(model, lo, hi, y), atol=1e-5)
+    assert not torch.allclose(m_train, ibp_margin_lower(_with_running_statistics(model, (3, 32, 32)), lo, hi, y))
+
+
+def test_batch_norm_arch_folds_into_the_ir_and_crown_ibp_refuses_it():
+    from hamverify import HamverifyError
+    from hamverify.network import check_against_torch, from_torch
+    model = _with_running_statistics(cifar_small_bn(), (3, 32, 32))
+    net = from_torch(model, (3, 32, 32))
+    assert len(net.affines) == 4 and net.affines[0].conv is not None and net.affines[1].conv is not None
+    assert check_against_torch(net, model) < 1e-9
+    with pytest.raises(HamverifyError, match="crown-ibp"):
+        TrainConfig(dataset="cifar10", arch="cifar_small_bn", loss="crown-ibp")
 
 
 def test_margin_elision_is_tighter_than_logit_intervals():

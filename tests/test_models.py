@@ -14,10 +14,10 @@ from hamverify.models import (ARCHITECTURES, CHECKPOINT_FORMAT, DEFAULT_ARCH, IN
 
 # (architecture, dataset) pairs every test below runs on: each registered architecture with a dataset it fits.
 ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("mnist_small", "fashion-mnist"),
-                 ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10")]
+                 ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10"), ("cifar_small_bn", "cifar10")]
 RELU_WIDTHS = {("cifar_small", "cifar10"): [4096, 2048, 128], ("mnist_small", "mnist"): [3136, 1568, 100],
                ("mnist_small", "fashion-mnist"): [3136, 1568, 100], ("tiny_mlp", "mnist"): [8, 8],
-               ("tiny_mlp", "cifar10"): [8, 8]}
+               ("tiny_mlp", "cifar10"): [8, 8], ("cifar_small_bn", "cifar10"): [4096, 2048, 128]}
 
 
 

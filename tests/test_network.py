@@ -12,7 +12,7 @@ from hamverify.models import ARCHITECTURES, INPUT_SHAPE, Normalize, ReLUNet, bui
 from hamverify.network import Affine, Network, check_against_torch, from_torch
 
 ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_mlp", "mnist"),
-                 ("tiny_mlp", "cifar10")]
+                 ("tiny_mlp", "cifar10"), ("cifar_small_bn", "cifar10")]
 
 
 

@@ -29,7 +29,8 @@ from conftest import shared_data_root  # noqa: E402
 
 DATA = shared_data_root()
 needs_mnist = pytest.mark.skipif(not (DATA / "mnist" / "test.npz").is_file(), reason="MNIST not available")
-ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10")]
+ARCH_DATASETS = [("cifar_small", "cifar10"), ("mnist_small", "mnist"), ("tiny_mlp", "mnist"), ("tiny_mlp", "cifar10"),
+                 ("cifar_small_bn", "cifar10")]
 
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
-from .interval import margin_matrix
+from .interval import batch_norm_affine, margin_matrix
 
 
 def _input_shapes(model: nn.Sequential, x: torch.Tensor) -> list[tuple]:
@@ -34,6 +34,13 @@ def _back_through(layer: nn.Module, A: torch.Tensor, in_shape: tuple) -> tuple[t
         return A @ layer.weight, A @ layer.bias
     if isinstance(layer, nn.Flatten):
         return A.reshape(n, s, *in_shape), A.new_zeros(n, s)
+    if isinstance(layer, nn.BatchNorm2d):
+        if layer.training:
+            # The centres' statistics are not known in the backward pass (crown-ibp with batch norm
+            # would need them threaded through); eval mode (the logged certified accuracy) is exact.
+            raise TypeError("CROWN bounds: BatchNorm2d in training mode is not supported (use ibp, sabr, mtl-ibp)")
+        scale, shift = batch_norm_affine(layer, None)
+        return A * scale.view(-1, 1, 1), (A.sum(dim=(3, 4)) * shift).sum(2)
     if isinstance(layer, Normalize):
         inv = (1 / layer.std).expand(in_shape)
         shift = (layer.mean / layer.std).expand(in_shape)

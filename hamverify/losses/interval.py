@@ -19,7 +19,25 @@ def box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
 
 
+def batch_norm_affine(layer: nn.BatchNorm2d, mid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift) of a BatchNorm2d as the bounds see it: in eval mode its running
+    statistics; in training mode the batch statistics of the interval centres ``mid`` that reach it
+    (near the clean batch's, which Shi et al. 2021 use), without touching the running statistics."""
+    if layer.training:
+        mean, var = mid.mean(dim=(0, 2, 3)), mid.var(dim=(0, 2, 3), unbiased=False)
+    else:
+        mean, var = layer.running_mean, layer.running_var
+    scale = torch.rsqrt(var + layer.eps)
+    if layer.affine:
+        scale = scale * layer.weight
+    shift = (layer.bias if layer.affine else 0.0) - mean * scale
+    return scale, shift
+
+
 def _affine_interval(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
+    if isinstance(layer, nn.BatchNorm2d):
+        scale, shift = batch_norm_affine(layer, mid)
+        return mid * scale.view(-1, 1, 1) + shift.view(-1, 1, 1), rad * scale.abs().view(-1, 1, 1)
     if isinstance(layer, Normalize):
         return layer(mid), rad / layer.std
     if isinstance(layer, nn.Conv2d):
