@@ -105,10 +105,6 @@ ARCHITECTURES: dict[str, Callable[..., ReLUNet]] = {
     "tiny_mlp": tiny_mlp,
 }
 
-# Verifiable architectures with BatchNorm (folded into the IR in eval mode; batch statistics while
-# training, which CROWN-IBP's backward pass does not have).
-BATCH_NORM_ARCHITECTURES = frozenset({"cifar_small_bn"})
-
 DEFAULT_ARCH = {"cifar10": "cifar_small", "mnist": "mnist_small", "fashion-mnist": "mnist_small"}
 
 
@@ -304,6 +300,12 @@ def check_dataset_fits(model_path, model_dataset: str | None, dataset: str, inpu
     hint = f" (its own: --dataset {model_dataset})" if model_dataset else ""
     raise HamverifyError(f"{model_path}: the model ({own}inputs {'x'.join(map(str, want))}) cannot read {dataset} "
                          f"images ({'x'.join(map(str, have))}): give a dataset of its input shape{hint}")
+
+
+def has_batch_norm(arch: str, dataset: str) -> bool:
+    """Whether the architecture holds a BatchNorm (batch statistics while training, which
+    CROWN-IBP's backward pass does not have; folded into the IR in eval mode)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in build_model(arch, dataset).modules())
 
 
 def load_checkpoint(path) -> tuple[ReLUNet, dict]:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from . import HamverifyError
 from .attacks import PGD
 from .config import parse_eps
-from .models import (BATCH_NORM_ARCHITECTURES, DEFAULT_ARCH, TRAINING_ONLY_ARCHITECTURES, build_model, load_checkpoint, read_checkpoint,
-                     save_checkpoint)
+from .models import (DEFAULT_ARCH, TRAINING_ONLY_ARCHITECTURES, build_model, has_batch_norm, load_checkpoint,
+                     read_checkpoint, save_checkpoint)
 from .recipes import DEFAULT_RECIPE, recipe_overrides
 from .losses import (INITS, LOSSES, certified_margin_lower, crown_margin_lower, initialize, relu_balance_loss,
                      robust_loss, tightness_loss)
@@ -124,7 +124,7 @@ class TrainConfig:
                 raise HamverifyError(f"invalid training setting: {what}")
         if self.select.startswith("best-val") and self.val_count < 1:
             raise HamverifyError(f"select {self.select} needs --val-count > 0")
-        if self.loss == "crown-ibp" and self.arch in BATCH_NORM_ARCHITECTURES:
+        if self.loss == "crown-ibp" and has_batch_norm(self.arch, self.dataset):
             raise HamverifyError(f"loss crown-ibp does not support the batch-norm arch {self.arch} "
                                  "(its backward pass has no batch statistics): use ibp, sabr or mtl-ibp")
         if self.arch in TRAINING_ONLY_ARCHITECTURES:
