@@ -154,6 +154,8 @@ class CascadeConfig:
     bab_share: float = 0.3
     bab_stall: float | None = BAB_STALL_SECONDS  # BaB proper's stall_after (None: it keeps its whole share)
     bab_branching: str = "babsr"  # hamverify.bab's branching rule (BRANCHING)
+    bab_intermediate: str = "refine"  # children's intermediate bounds (hamverify.bab INTERMEDIATE)
+    bab_batch: int = 8  # subdomains bounded together
 
 
 class Problem(Protocol):
@@ -283,7 +285,7 @@ def bab_module():
 
 
 def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float, stall_after: float | None = None,
-              branching: str = "babsr"):
+              branching: str = "babsr", intermediate: str = "refine", batch: int = 8):
     """``hamverify.bab.branch_and_bound`` on the open ``targets`` over the box, from the cascade's
     intermediate bounds, with the problem's validator (only points it accepts come back) and
     without BaB's own MILP fallback (the cascade's MILP stage is the backstop).  Returns its
@@ -296,7 +298,8 @@ def bab_stage(problem, label: int, targets, bounds, deadline: float, tol: float,
     return module.branch_and_bound(problem.net, problem.lo, problem.hi, label, targets=list(targets),
                                    deadline=deadline, bounds=bounds, model=model, model64=model64,
                                    validate=problem.bab_validator(), milp_fallback=False, milp_after=None, tol=tol,
-                                   seed=problem.seed(), stall_after=stall_after, branching=branching)
+                                   seed=problem.seed(), stall_after=stall_after, branching=branching,
+                                   intermediate=intermediate, batch=batch)
 
 
 def local_stage(problem, label: int, rows: dict, values: dict, deadline: float):
@@ -481,7 +484,7 @@ class _Run:
             if not optimizer_ready(self.budget.share(share)):
                 return
             res = bab_stage(self.p, label, sorted(by_target), self.bounds, self.budget.share(share), bab_tol,
-                            stall_after, self.cfg.bab_branching)
+                            stall_after, self.cfg.bab_branching, self.cfg.bab_intermediate, self.cfg.bab_batch)
             if res is None:
                 return
             self.out.bab = res

@@ -366,7 +366,8 @@ VERIFY_SCHEMA = {
     "data_dir": (str, None), "pgd_restarts": (int, 1), "pgd_steps": (int, 0), "scheduler": (str, None),
     "max_memory_per_worker": ((str, int), None), "stages": (str, None), "attack_steps": (int, 0),
     "attack_restarts": (int, 0), "alpha_steps": (int, 0), "lp_share": (float, None), "bab_share": (float, None),
-    "bab_stall": (float, 0.0), "bab_branching": (str, None),
+    "bab_stall": (float, 0.0), "bab_branching": (str, None), "bab_intermediate": (str, None),
+    "bab_batch": (int, 1),
 }
 VERIFY_KEYS = set(VERIFY_SCHEMA)
 
@@ -450,6 +451,12 @@ def _verify_settings(config_file, cli: dict) -> dict:
 @click.option("--bab-branching", default=None,
               help="Branch and bound's branching rule: babsr (default) or fsb (babsr's and the intercept "
                    "score's best neurons each split for real, the best split kept), widest, intercept.")
+@click.option("--bab-intermediate", default=None,
+              help="Branch and bound's intermediate bounds for a child subdomain: refine (recomputed after the "
+                   "split, default) or inherit (the parent's with the split neuron clamped: more subdomains per "
+                   "second, looser).")
+@click.option("--bab-batch", type=int, default=None,
+              help="Subdomains branch and bound bounds together (default 8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_download_option
@@ -479,7 +486,8 @@ def verify(config_file, as_json, quiet, download, **flags):
                               tol=v.get("tol", 1e-6), pgd_steps=v.get("pgd_steps", 20),
                               pgd_restarts=v.get("pgd_restarts", 10),
                               **{k: v[k] for k in ("stages", "attack_steps", "attack_restarts", "alpha_steps",
-                                                   "lp_share", "bab_share", "bab_stall", "bab_branching")
+                                                   "lp_share", "bab_share", "bab_stall", "bab_branching",
+                                                   "bab_intermediate", "bab_batch")
                                  if k in v})
     log = (lambda m: click.echo(m, err=True))
     # offline first: installed data, else the embedded samples; a download only with --download

@@ -24,7 +24,7 @@ STATUSES = ("verified", "falsified", "misclassified", "timeout", "unknown", "err
 # other value is refused (a summary must describe one run, not a mix).
 RESUME_SETTINGS = ("tol", "tightening", "backend", "pulp_solver", "timeout", "pgd_steps", "pgd_restarts",
                    "lp_time_per_neuron", "seed", "stages", "attack_steps", "attack_restarts", "alpha_steps",
-                   "lp_share", "bab_share", "bab_stall", "bab_branching")
+                   "lp_share", "bab_share", "bab_stall", "bab_branching", "bab_intermediate", "bab_batch")
 # Where the inputs came from: a record of another dataset, split or source is another experiment.
 RESUME_DATA = ("dataset", "split", "source")
 
@@ -55,6 +55,8 @@ class VerificationRecord:
     bab_share: float | None = None
     bab_stall: float | None = None
     bab_branching: str | None = None
+    bab_intermediate: str | None = None
+    bab_batch: int | None = None
     dataset: str | None = None
     split: str | None = None
     source: str | None = None              # embedded | npz | official (data.dataset_source)

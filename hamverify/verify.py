@@ -66,6 +66,8 @@ class VerifySettings:
     bab_share: float = 0.3            # of the remaining budget, at most, for branch and bound
     bab_stall: float = BAB_STALL_SECONDS  # BaB hands over after this long without a proven target (0: never)
     bab_branching: str = "babsr"      # branch and bound's branching rule (hamverify.bab.BRANCHING)
+    bab_intermediate: str = "refine"  # children's intermediate bounds: refine | inherit (hamverify.bab)
+    bab_batch: int = 8                # subdomains branch and bound bounds together
 
     def __post_init__(self):
         if self.tightening not in BOUND_METHODS:
@@ -86,6 +88,11 @@ class VerifySettings:
         if self.bab_branching not in BRANCHING or self.bab_branching == "input":
             raise HamverifyError(f"unknown bab_branching {self.bab_branching!r}; known: "
                                  f"{', '.join(b for b in BRANCHING if b != 'input')}")
+        from .bab.search import INTERMEDIATE
+        if self.bab_intermediate not in INTERMEDIATE:
+            raise HamverifyError(f"unknown bab_intermediate {self.bab_intermediate!r}; known: {', '.join(INTERMEDIATE)}")
+        if int(self.bab_batch) < 1:
+            raise HamverifyError(f"bab_batch must be >= 1, got {self.bab_batch}")
         if not float(self.bab_stall) >= 0:
             raise HamverifyError(f"bab_stall must be >= 0 seconds (0: never), got {self.bab_stall}")
         for name in ("lp_share", "bab_share"):
@@ -101,7 +108,8 @@ class VerifySettings:
         return CascadeConfig(tightening=self.tightening, stages=parse_stages(self.stages), tol=self.tol,
                              lp_time_per_neuron=self.lp_time_per_neuron, lp_share=self.lp_share,
                              alpha_steps=self.alpha_steps, bab_share=self.bab_share,
-                             bab_stall=float(self.bab_stall) or None, bab_branching=self.bab_branching)
+                             bab_stall=float(self.bab_stall) or None, bab_branching=self.bab_branching,
+                             bab_intermediate=self.bab_intermediate, bab_batch=int(self.bab_batch))
 
 
 def new_record(settings: VerifySettings, model_sha256: str, index: int, label: int, **fields) -> VerificationRecord:

@@ -150,6 +150,29 @@ def test_fsb_branching_reaches_the_search_and_agrees_with_the_milp(monkeypatch):
     assert seen and set(seen) == {"fsb"}
 
 
+def test_inherited_bounds_and_batch_reach_the_search_and_agree_with_the_milp(monkeypatch):
+    """``bab_intermediate`` / ``bab_batch`` are what the cascade's BaB runs with; with the
+    parent's bounds inherited and 32 subdomains a batch every verdict equals the MILP's alone."""
+    import hamverify.bab as bab
+    seen = []
+    real = bab.branch_and_bound
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["intermediate"], kwargs["batch"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bab, "branch_and_bound", spy)
+    for seed in range(6):
+        model = small_relu_model(seed)
+        x = np.random.default_rng(seed).random(6)
+        label = int(model(torch.from_numpy(x[None]))[0].argmax())
+        new = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="bab,milp",
+                                                   bab_intermediate="inherit", bab_batch=32))
+        ref = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="milp"))
+        assert new.verify(x, label, 0)[0].status == ref.verify(x, label, 0)[0].status, seed
+    assert seen and set(seen) == {("inherit", 32)}
+
+
 def test_a_proof_by_the_bounds_runs_no_attack():
     model = planted_net()
     x = np.full(20, 0.5)
@@ -184,9 +207,14 @@ def test_stages_setting_is_normalized_and_checked():
     with pytest.raises(HamverifyError, match="bab_branching"):
         VerifySettings(eps=0.1, bab_branching="input")  # input splits are for low-dimensional boxes only
     assert VerifySettings(eps=0.1, bab_branching="fsb").cascade_config().bab_branching == "fsb"
+    with pytest.raises(HamverifyError, match="bab_intermediate"):
+        VerifySettings(eps=0.1, bab_intermediate="fresh")
+    with pytest.raises(HamverifyError, match="bab_batch"):
+        VerifySettings(eps=0.1, bab_batch=0)
+    assert VerifySettings(eps=0.1, bab_batch=4).cascade_config().bab_batch == 4
     from hamverify.records import RESUME_SETTINGS
     assert {"stages", "attack_steps", "attack_restarts", "alpha_steps", "lp_share", "bab_share",
-            "bab_branching"} <= set(RESUME_SETTINGS)
+            "bab_branching", "bab_intermediate", "bab_batch"} <= set(RESUME_SETTINGS)
 
 
 def test_without_milp_open_targets_end_unknown():

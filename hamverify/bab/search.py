@@ -313,8 +313,9 @@ class _Search:
                           alpha, None, 0)
 
     def _make(self, targets, lbs, splits, lo, hi, bounds, alpha, beta, depth, coefs=None, A_x=None,
-              corners=None) -> _Domain | None:
-        """A subdomain from its bounds, closing the targets above tol; None when none is left."""
+              corners=None, try_corners: bool = True) -> _Domain | None:
+        """A subdomain from its bounds, closing the targets above tol; None when none is left.
+        ``try_corners=False``: the caller checks the corners itself (``expand``, one batch)."""
         open_ = ~(lbs > self.o["tol"])
         self._close(targets[~open_], lbs[~open_])
         if not open_.any():
@@ -335,7 +336,8 @@ class _Search:
         dom = _Domain(splits, lo, hi, bounds, tg, lb, alpha_o, beta_o, depth, None, corners[int(np.argmin(lb))])
         dom.branch = (self._filtered_branch(dom, coefs) if self.o["branching"] == "fsb"
                       else self._choose(bounds, coefs, A_x, lo, hi, depth))
-        self.try_points(corners, "corner")
+        if try_corners:
+            self.try_points(corners, "corner")
         return dom
 
     def _choose(self, bounds, coefs, A_x, lo, hi, depth: int = 0):
@@ -473,9 +475,13 @@ class _Search:
                 rows = slice(s, s + c)
                 child = self._make(d.targets, lbs[rows], splits, lo, hi, bounds,
                                    [a[rows] for a in alpha], None if beta is None else [b[rows] for b in beta],
-                                   d.depth + 1, [k[rows] for k in coefs], A_x[rows], corners[rows])
+                                   d.depth + 1, [k[rows] for k in coefs], A_x[rows], corners[rows], False)
                 if child is not None:
                     out.append(child)
+            # The open rows' concretizing corners, one forward pass for the whole batch.
+            open_rows = ~(lbs > o["tol"])
+            if open_rows.any():
+                self.try_points(corners[open_rows], "corner")
         self.stats.time_bounds += time.monotonic() - t
         return out
 

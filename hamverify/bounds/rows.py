@@ -179,11 +179,19 @@ def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer
     up_s = [t(L.up_slope) for L in layers]
     up_i = [t(L.up_int) for L in layers]
     fix = [t(L.fixed_low) for L in layers]
-    free = [t(L.free) for L in layers]
-    sig = [t(L.sigma) if use_beta and bool((L.sigma != 0).any()) else None for L in layers]
-    alphas = [t(a).requires_grad_(bool(L.free.any())) for a, L in zip(alpha0, layers)]
-    betas = [None if s is None else t(b).clamp(min=0).requires_grad_(True)
-             for s, b in zip(sig, beta0 if use_beta else [None] * len(layers))]
+    # Multipliers likewise on the split columns only.
+    scols = [np.flatnonzero((L.sigma != 0).any(axis=0)) if use_beta else np.zeros(0, dtype=np.int64)
+             for L in layers]
+    scols_t = [torch.from_numpy(c) for c in scols]
+    sig = [t(L.sigma[:, c]) if c.size else None for L, c in zip(layers, scols)]
+    # Slopes are optimized on the columns unstable in some row only (a few hundred of a layer's
+    # thousands): Adam's state and the kept best values then cost that, not rows x width.
+    cols = [np.flatnonzero(L.free.any(axis=0)) for L in layers]
+    cols_t = [torch.from_numpy(c) for c in cols]
+    free_c = [t(L.free[:, c]) for L, c in zip(layers, cols)]
+    alphas = [t(a[:, c]).requires_grad_(bool(c.size)) for a, c in zip(alpha0, cols)]
+    betas = [None if s is None else t(b[:, c]).clamp(min=0).requires_grad_(True)
+             for s, b, c in zip(sig, beta0 if use_beta else [None] * len(layers), scols)]
     params = [a for a in alphas if a.requires_grad] + [b for b in betas if b is not None]
     Ct = t(C)
     A_spec, c_spec = Ct @ Ws[-1], Ct @ bs[-1]
@@ -195,12 +203,12 @@ def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer
     def lower_bounds():
         A, c = A_spec, c_spec
         for i in reversed(range(len(layers))):
-            low = fix[i] + free[i] * alphas[i]
+            low = fix[i].index_add(1, cols_t[i], free_c[i] * alphas[i]) if cols[i].size else fix[i]
             A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
             c = c + (A_neg * up_i[i]).sum(dim=1)
             A = A_pos * low + A_neg * up_s[i]
             if betas[i] is not None:
-                A = A - betas[i] * sig[i]
+                A = A.index_add(1, scols_t[i], betas[i] * sig[i], alpha=-1.0)
             c = c + A @ bs[i]
             A = times_W[i](A)
         return (A * mid).sum(dim=1) - (A.abs() * rad).sum(dim=1) + c if box_rows is not None \
@@ -217,8 +225,17 @@ def optimize(net: Network, lo: np.ndarray, hi: np.ndarray, layers: list[RowLayer
     best, done = maximize_bound(lower_bounds, params, list(alphas) + list(betas), project, C.shape[0], dtype,
                                 steps=steps, lr=lr, deadline=deadline, stop_at=stop_at)
     best_a, best_b = best[:len(alphas)], best[len(alphas):]
-    alpha = [a.double().numpy() for a in best_a]
+    alpha = []
+    for a0, a, c in zip(alpha0, best_a, cols):
+        full = np.array(a0, dtype=np.float64)
+        full[:, c] = a.double().numpy()
+        alpha.append(full)
     if not use_beta:
         return alpha, beta0, done
-    beta = [np.zeros_like(alpha[i]) if b is None else b.double().numpy() for i, b in enumerate(best_b)]
+    beta = []
+    for a, b, c in zip(alpha, best_b, scols):
+        full = np.zeros_like(a)
+        if b is not None:
+            full[:, c] = b.double().numpy()
+        beta.append(full)
     return alpha, beta, done
