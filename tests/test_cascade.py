@@ -128,15 +128,15 @@ def test_alpha_tightening_agrees_with_the_milp_and_never_loosens_the_bounds():
     assert checked == 24 and tightened > 0  # the optimization ran and removed unstable ReLUs somewhere
 
 
-def test_fsb_branching_reaches_the_search_and_agrees_with_the_milp(monkeypatch):
-    """``bab_branching`` is what the cascade's BaB runs with; with "fsb" every verdict equals the
-    MILP's alone."""
+def _bab_settings_seen(monkeypatch, keys, **settings) -> set:
+    """Verify six small nets with ``stages="bab,milp"`` and ``settings``; every verdict must equal
+    the MILP's alone.  Returns the set of ``branch_and_bound`` keyword values ``keys`` it ran with."""
     import hamverify.bab as bab
     seen = []
     real = bab.branch_and_bound
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["branching"])
+        seen.append(tuple(kwargs[k] for k in keys))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bab, "branch_and_bound", spy)
@@ -144,33 +144,24 @@ def test_fsb_branching_reaches_the_search_and_agrees_with_the_milp(monkeypatch):
         model = small_relu_model(seed)
         x = np.random.default_rng(seed).random(6)
         label = int(model(torch.from_numpy(x[None]))[0].argmax())
-        new = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="bab,milp", bab_branching="fsb"))
+        new = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="bab,milp", **settings))
         ref = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="milp"))
         assert new.verify(x, label, 0)[0].status == ref.verify(x, label, 0)[0].status, seed
-    assert seen and set(seen) == {"fsb"}
+    assert seen
+    return set(seen)
+
+
+def test_fsb_branching_reaches_the_search_and_agrees_with_the_milp(monkeypatch):
+    """``bab_branching`` is what the cascade's BaB runs with; with "fsb" every verdict equals the
+    MILP's alone."""
+    assert _bab_settings_seen(monkeypatch, ("branching",), bab_branching="fsb") == {("fsb",)}
 
 
 def test_inherited_bounds_and_batch_reach_the_search_and_agree_with_the_milp(monkeypatch):
     """``bab_intermediate`` / ``bab_batch`` are what the cascade's BaB runs with; with the
     parent's bounds inherited and 32 subdomains a batch every verdict equals the MILP's alone."""
-    import hamverify.bab as bab
-    seen = []
-    real = bab.branch_and_bound
-
-    def spy(*args, **kwargs):
-        seen.append((kwargs["intermediate"], kwargs["batch"]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bab, "branch_and_bound", spy)
-    for seed in range(6):
-        model = small_relu_model(seed)
-        x = np.random.default_rng(seed).random(6)
-        label = int(model(torch.from_numpy(x[None]))[0].argmax())
-        new = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="bab,milp",
-                                                   bab_intermediate="inherit", bab_batch=32))
-        ref = Verifier(model, (6,), VerifySettings(eps=0.3, timeout=30, stages="milp"))
-        assert new.verify(x, label, 0)[0].status == ref.verify(x, label, 0)[0].status, seed
-    assert seen and set(seen) == {("inherit", 32)}
+    assert _bab_settings_seen(monkeypatch, ("intermediate", "batch"), bab_intermediate="inherit",
+                              bab_batch=32) == {("inherit", 32)}
 
 
 def test_a_proof_by_the_bounds_runs_no_attack():

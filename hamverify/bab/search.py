@@ -313,9 +313,9 @@ class _Search:
                           alpha, None, 0)
 
     def _make(self, targets, lbs, splits, lo, hi, bounds, alpha, beta, depth, coefs=None, A_x=None,
-              corners=None, try_corners: bool = True) -> _Domain | None:
+              corners=None) -> _Domain | None:
         """A subdomain from its bounds, closing the targets above tol; None when none is left.
-        ``try_corners=False``: the caller checks the corners itself (``expand``, one batch)."""
+        The root's corners are checked here; children's by ``expand``, one pass per batch."""
         open_ = ~(lbs > self.o["tol"])
         self._close(targets[~open_], lbs[~open_])
         if not open_.any():
@@ -330,14 +330,13 @@ class _Search:
             a = crown_alpha_init(layers) if alpha_o is None else [x.astype(np.float64) for x in alpha_o]
             _, coefs, A_x, corners = backsub64(self.net, lo, hi, layers, _spec(self.net.num_classes, self.label, tg),
                                                a, None)
+            self.try_points(corners, "corner")
         else:
             coefs = [c[open_] for c in coefs]
             A_x, corners = A_x[open_], corners[open_]
         dom = _Domain(splits, lo, hi, bounds, tg, lb, alpha_o, beta_o, depth, None, corners[int(np.argmin(lb))])
         dom.branch = (self._filtered_branch(dom, coefs) if self.o["branching"] == "fsb"
                       else self._choose(bounds, coefs, A_x, lo, hi, depth))
-        if try_corners:
-            self.try_points(corners, "corner")
         return dom
 
     def _choose(self, bounds, coefs, A_x, lo, hi, depth: int = 0):
@@ -475,7 +474,7 @@ class _Search:
                 rows = slice(s, s + c)
                 child = self._make(d.targets, lbs[rows], splits, lo, hi, bounds,
                                    [a[rows] for a in alpha], None if beta is None else [b[rows] for b in beta],
-                                   d.depth + 1, [k[rows] for k in coefs], A_x[rows], corners[rows], False)
+                                   d.depth + 1, [k[rows] for k in coefs], A_x[rows], corners[rows])
                 if child is not None:
                     out.append(child)
             # The open rows' concretizing corners, one forward pass for the whole batch.
